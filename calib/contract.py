@@ -1,0 +1,162 @@
+"""The module contract: how a calibration module declares what it implements.
+
+A calibration module is a plain Python module of small pure functions (numpy arrays,
+astropy Quantities and Tables).  To be runnable from an interface registry it also
+defines, at module level, one object::
+
+    CONTRACT = CalibrationModule(
+        codes=("I-DATA-xST-0106",),
+        title="ADC/p.e. ratio by the F-factor method",
+        inputs=(Port("flatfield_charge", "adc", "flat-field charges, (n_events, n_pixels)"), ...),
+        outputs=(Port("gain", "adc", "ADC counts per photo-electron, per pixel"), ...),
+        references=("Mirzoyan & Lorenz 1997", ...),
+        sample=write_sample,    # (directory, seed) -> Path of a sample-data file with truth
+        run=run,                # (input Path, output Path, config dict) -> astropy Table
+        check=check,            # (result Table, input Path) -> Evidence
+        tests=("calib/camera/tests/test_ffactor.py",),
+    )
+
+The *method* shown in ICD documents is the module docstring.  Nothing here imports
+the registry tool: ``calib`` stands alone, and a pipeline can call the kernels
+directly without any of this.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib
+import inspect
+import json
+import platform
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+__all__ = [
+    "Port",
+    "CalibrationModule",
+    "Evidence",
+    "CalibrationError",
+    "provenance",
+    "load_contract",
+]
+
+CODE_PATTERN = r"^(I-DATA-(COM|xST|ACTL)-\d{4}|PROV-DATA-(COM|xST|ACTL)-[A-Z0-9-]+)$"
+
+
+class CalibrationError(ValueError):
+    """Bad input to a calibration kernel (NaN, wrong shape, saturation, too few events ...).
+
+    The message is a sentence for a person; kernels raise this instead of returning
+    a number computed from data they cannot trust.
+    """
+
+
+@dataclass(frozen=True)
+class Port:
+    """One input or output of a module: name, unit (astropy string, '' if dimensionless), meaning."""
+
+    name: str
+    unit: str
+    description: str
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """The result of checking a module's output against the truth of its sample data.
+
+    ``metrics`` maps a metric name to a plain float (or str); ``criteria`` states, per
+    metric, the acceptance rule in words (e.g. ``"|bias| < 0.5 %"``).
+    """
+
+    passed: bool
+    metrics: dict[str, Any]
+    criteria: dict[str, str] = field(default_factory=dict)
+    summary: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "passed": bool(self.passed),
+            "metrics": {k: _plain(v) for k, v in self.metrics.items()},
+            "criteria": dict(self.criteria),
+            "summary": self.summary,
+        }
+
+
+@dataclass(frozen=True)
+class CalibrationModule:
+    """Declaration of a calibration module, read by tools that run it."""
+
+    codes: tuple[str, ...]
+    title: str
+    inputs: tuple[Port, ...]
+    outputs: tuple[Port, ...]
+    sample: Callable[[Path, int], Path]
+    run: Callable[[Path, Path, dict], Any]
+    check: Callable[[Any, Path], Evidence]
+    references: tuple[str, ...] = ()
+    tests: tuple[str, ...] = ()
+    version: str = "0.1.0"
+
+
+def load_contract(module_path: str) -> tuple[CalibrationModule, str]:
+    """Import ``module_path`` (e.g. ``calib.camera.ffactor``) and return its CONTRACT and docstring.
+
+    Raises ImportError or LookupError with a sentence a person understands.
+    """
+    module = importlib.import_module(module_path)
+    contract = getattr(module, "CONTRACT", None)
+    if not isinstance(contract, CalibrationModule):
+        raise LookupError(f"module {module_path} defines no CONTRACT = CalibrationModule(...)")
+    return contract, inspect.getdoc(module) or ""
+
+
+def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
+    """SHA-256 of a file, streamed."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def provenance(module: str, version: str, inputs: list[Path] | tuple[Path, ...] = (),
+               config: dict | None = None) -> dict[str, str]:
+    """Provenance metadata for an output table: module, version, input hashes, configuration, time."""
+    import numpy
+
+    return {
+        "module": module,
+        "module_version": version,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "inputs": json.dumps({str(Path(p).name): file_sha256(Path(p)) for p in inputs}),
+        "config": json.dumps(config or {}, sort_keys=True, default=str),
+        "python": platform.python_version(),
+        "numpy": numpy.__version__,
+    }
+
+
+def _plain(value: Any) -> Any:
+    """Convert numpy / astropy scalars to JSON-friendly Python values."""
+    if hasattr(value, "unit") and hasattr(value, "value"):
+        return {"value": _plain(value.value), "unit": str(value.unit)}
+    if hasattr(value, "item"):
+        try:
+            return value.item()
+        except (ValueError, TypeError):
+            pass
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+class Timer:
+    """Context manager measuring wall time in seconds (``.seconds``)."""
+
+    def __enter__(self) -> "Timer":
+        self._t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.seconds = time.perf_counter() - self._t0

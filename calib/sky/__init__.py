@@ -1,0 +1,1 @@
+"""Sky and site helpers shared by the pointing and atmosphere modules."""

@@ -1,0 +1,81 @@
+"""Evidence store: the latest result of running each interface's calibration module.
+
+One JSON file (default ``out/evidence.json``) maps an interface code to its latest
+record; ``icd run`` writes it (atomically), ``icd report`` and ``icd doc`` read it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+DEFAULT_PATH = Path("out") / "evidence.json"
+
+
+@dataclass
+class EvidenceRecord:
+    code: str
+    module: str
+    passed: bool
+    summary: str = ""
+    metrics: dict[str, Any] = field(default_factory=dict)
+    criteria: dict[str, str] = field(default_factory=dict)
+    duration_s: float = 0.0
+    timestamp: str = ""
+    module_version: str = ""
+    tests: list[str] = field(default_factory=list)
+    input: Optional[str] = None
+    output: Optional[str] = None
+    error: Optional[str] = None
+
+    @property
+    def verdict(self) -> str:
+        if self.error:
+            return "error"
+        return "pass" if self.passed else "fail"
+
+
+def load(path: str | Path = DEFAULT_PATH) -> dict[str, EvidenceRecord]:
+    """Read the evidence store; an absent file is an empty store."""
+    path = Path(path)
+    if not path.is_file():
+        return {}
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: not a readable evidence file ({exc})") from None
+    known = set(EvidenceRecord.__dataclass_fields__)
+    return {code: EvidenceRecord(**{k: v for k, v in rec.items() if k in known})
+            for code, rec in raw.get("results", {}).items()}
+
+
+def save(records: dict[str, EvidenceRecord], path: str | Path = DEFAULT_PATH) -> Path:
+    """Merge ``records`` into the store at ``path`` and write it atomically."""
+    path = Path(path)
+    current = load(path) if path.is_file() else {}
+    current.update(records)
+    payload = {"schema": 1, "results": {c: asdict(r) for c, r in sorted(current.items())}}
+    atomic_write_text(path, json.dumps(payload, indent=2, sort_keys=False, default=str) + "\n")
+    return path
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (temporary file in the same folder, fsync, rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        if path.exists():
+            os.chmod(tmp, path.stat().st_mode & 0o777)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise

@@ -1,0 +1,1 @@
+"""Redmine synchronisation of the registry (python-redmine)."""

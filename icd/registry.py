@@ -1,0 +1,346 @@
+"""Load and validate a registry file, reporting every problem at once with file:line:column.
+
+Each record (person, ICD, interface) is validated on its own so that one mistake does not
+hide the others; cross-references (people, ICDs, related codes, parent tasks, modules)
+are then checked on the records that parsed.  Indices are built once, so the cost is
+linear in the size of the registry.
+"""
+from __future__ import annotations
+
+import difflib
+from collections import defaultdict
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Callable, Iterable, Optional
+
+from pydantic import ValidationError
+
+from .diagnostics import Diagnostic
+from .loader import Positions, YamlError, load_yaml
+from .model import (
+    ICD_NAMES, Icd, Interface, Person, Registry, Task,
+)
+
+TOP_LEVEL = ("schema_version", "people", "icds", "interfaces", "redmine")
+
+
+@dataclass
+class Loaded:
+    """A registry as read from a file: the model, where things are, and what is wrong."""
+
+    path: Path
+    registry: Registry
+    positions: Positions
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.diagnostics
+
+    @cached_property
+    def index(self) -> "Index":
+        return Index(self.registry)
+
+
+class Index:
+    """Look-ups over a registry, built once (dicts), so nothing searches inside a loop."""
+
+    def __init__(self, registry: Registry):
+        self.registry = registry
+        self.by_code: dict[str, Interface] = {}
+        self.by_icd: dict[str, list[Interface]] = defaultdict(list)
+        self.tasks_by_id: dict[int, tuple[Interface, Task]] = {}
+        self.by_person: dict[str, list[Interface]] = defaultdict(list)
+        for iface in registry.interfaces:
+            self.by_code.setdefault(iface.code, iface)
+            self.by_icd[iface.icd].append(iface)
+            people = {p.person for p in iface.provided_by if p.person}
+            for task in iface.tasks:
+                if task.id is not None:
+                    self.tasks_by_id.setdefault(task.id, (iface, task))
+                if task.assignee:
+                    people.add(task.assignee)
+            for key in people:
+                self.by_person[key].append(iface)
+        for name, icd in registry.icds.items():
+            for resp in (*icd.responsibles, *icd.contributors):
+                if resp.person:
+                    for iface in self.by_icd.get(name, []):
+                        if iface not in self.by_person[resp.person]:
+                            self.by_person[resp.person].append(iface)
+
+    def person_name(self, key: Optional[str]) -> str:
+        if key is None:
+            return "nobody"
+        person = self.registry.people.get(key)
+        return person.name if person else key
+
+
+def load(path: str | Path, *, check_modules: bool = True, text: str | None = None,
+         module_loader: Callable[[str], Any] | None = None) -> Loaded:
+    """Read and validate a registry file.  Never raises for a user's mistake; never writes."""
+    path = Path(path)
+    shown = str(path)
+    try:
+        data, positions, diags = load_yaml(shown, text=text)
+    except YamlError as exc:
+        return Loaded(path, Registry(), Positions(shown, {(): (1, 1)}, {}), list(exc.diagnostics))
+    checker = _Checker(shown, positions, diags)
+    registry = checker.build(data)
+    if check_modules and registry.interfaces is not None:
+        checker.check_modules(registry, path.parent, module_loader)
+    return Loaded(path, registry, positions, sorted(set(checker.diags), key=lambda d: (d.line, d.column, d.message)))
+
+
+class _Checker:
+    def __init__(self, file: str, positions: Positions, diags: list[Diagnostic]):
+        self.file = file
+        self.pos = positions
+        self.diags = list(diags)
+        self._locs_of_interfaces: list[int] = []
+
+    # -- reporting -------------------------------------------------------------------
+    def error(self, loc: tuple, message: str, kind: str = "error", key: bool = False) -> None:
+        line, col = self.pos.of(loc, key=key)
+        self.diags.append(Diagnostic(self.file, line, col, message, kind))
+
+    def pydantic_errors(self, base: tuple, exc: ValidationError, record: str, root=None) -> None:
+        errors = exc.errors(include_url=False)
+        # a misspelt field shows up twice (unknown 'categroy', missing 'category'): say it once
+        extra = {(tuple(e["loc"][:-1]), e["loc"][-1]) for e in errors if e["type"] == "extra_forbidden"}
+        errors = [e for e in errors if not (e["type"] == "missing" and any(
+            parent == tuple(e["loc"][:-1]) and difflib.get_close_matches(str(e["loc"][-1]), [str(name)], cutoff=0.6)
+            for parent, name in extra))]
+        for err in errors:
+            loc = tuple(err["loc"])
+            self.error(base + tuple(p for p in loc if p != "[key]"), _human(err, record, root),
+                       "schema", key=err["type"] == "extra_forbidden")
+
+    # -- records ---------------------------------------------------------------------
+    def build(self, data: Any) -> Registry:
+        if data is None:
+            self.error((), "the registry is empty: expected the sections people, icds and interfaces")
+            return Registry()
+        if not isinstance(data, dict):
+            self.error((), "the registry must be a mapping with the sections people, icds and interfaces")
+            return Registry()
+        for key in data:
+            if key not in TOP_LEVEL:
+                self.error((key,), f"unknown section '{key}'{_did_you_mean(key, TOP_LEVEL)}; "
+                           f"the registry has: {', '.join(TOP_LEVEL)}", "schema", key=True)
+        if data.get("schema_version", 1) != 1:
+            self.error(("schema_version",), f"schema_version {data.get('schema_version')!r} is not supported; this tool reads version 1")
+        people = self._section(data, "people", Person, "person")
+        icds = self._section(data, "icds", Icd, "ICD")
+        for name in list(icds):
+            if name not in ICD_NAMES:
+                self.error(("icds", name), f"unknown ICD '{name}'{_did_you_mean(name, ICD_NAMES)}; "
+                           f"the ICDs are {', '.join(ICD_NAMES)}", "schema", key=True)
+                del icds[name]
+        interfaces: list[Interface] = []
+        raw = data.get("interfaces") or []
+        if not isinstance(raw, list):
+            self.error(("interfaces",), "'interfaces' must be a list of interfaces (each item starting with '- code: ...')")
+            raw = []
+        validate = Interface.model_validate
+        self.raw_codes = {item.get("code") for item in raw if isinstance(item, dict)}
+        self.raw_task_ids = {t.get("id") for item in raw if isinstance(item, dict)
+                             for t in (item.get("tasks") or []) if isinstance(t, dict)}
+        self.people = people
+        for i, item in enumerate(raw):
+            try:
+                interfaces.append(validate(item))
+                self._locs_of_interfaces.append(i)
+            except ValidationError as exc:
+                code = item.get("code") if isinstance(item, dict) else None
+                self.pydantic_errors(("interfaces", i), exc, f"interface {code}" if code else f"interface #{i + 1}",
+                                     Interface)
+                self._salvage_tasks(("interfaces", i), item)
+        registry = Registry.model_construct(schema_version=1, people=people, icds=icds, interfaces=interfaces,
+                                            redmine=data.get("redmine"))
+        self.cross_check(registry)
+        return registry
+
+    def _section(self, data: dict, name: str, model, what: str) -> dict:
+        raw = data.get(name) or {}
+        if not isinstance(raw, dict):
+            self.error((name,), f"'{name}' must be a mapping of key: {what}")
+            return {}
+        out = {}
+        validate = model.model_validate
+        for key, item in raw.items():
+            try:
+                out[key] = validate(item)
+            except ValidationError as exc:
+                self.pydantic_errors((name, key), exc, f"{what} '{key}'", model)
+        return out
+
+    # -- cross references ------------------------------------------------------------
+    def cross_check(self, reg: Registry) -> None:
+        people = reg.people
+        for name, icd in reg.icds.items():
+            for section in ("responsibles", "contributors"):
+                for j, resp in enumerate(getattr(icd, section)):
+                    self._person(("icds", name, section, j, "person"), resp.person, people)
+        seen_codes: dict[str, int] = {}
+        seen_tasks: dict[int, str] = {}
+        all_codes = self.raw_codes
+        known_task_ids = self.raw_task_ids
+        for pos, iface in zip(self._locs_of_interfaces, reg.interfaces):
+            base = ("interfaces", pos)
+            if iface.code in seen_codes:
+                first = self.pos.of(("interfaces", seen_codes[iface.code], "code"))[0]
+                self.error(base + ("code",), f"duplicate interface code {iface.code} (first used at line {first})")
+            else:
+                seen_codes[iface.code] = pos
+            if reg.icds and iface.icd not in reg.icds:
+                self.error(base + ("icd",), f"interface {iface.code} belongs to ICD {iface.icd}, which is not defined under 'icds'")
+            for j, prov in enumerate(iface.provided_by):
+                self._person(base + ("provided_by", j, "person"), prov.person, people)
+            for j, code in enumerate(iface.related):
+                if code == iface.code:
+                    self.error(base + ("related", j), f"interface {iface.code} lists itself as related")
+                elif code not in all_codes:
+                    self.error(base + ("related", j), f"related interface {code} is not in the registry"
+                               f"{_did_you_mean(code, all_codes)}")
+            parents = [t for t in iface.tasks if t.role == "parent"]
+            if len(parents) > 1:
+                self.error(base + ("tasks",), f"interface {iface.code} has {len(parents)} parent tasks; it may have one")
+            for k, task in enumerate(iface.tasks):
+                tloc = base + ("tasks", k)
+                if task.id is not None:
+                    if task.id in seen_tasks:
+                        self.error(tloc + ("id",), f"Redmine task #{task.id} is listed twice (also under {seen_tasks[task.id]})")
+                    else:
+                        seen_tasks[task.id] = iface.code
+                self._check_task(tloc, task)
+
+    def _check_task(self, tloc: tuple, task: Task) -> None:
+        """Checks of one task against the rest of the registry."""
+        label = f"task #{task.id}" if task.id else f"task '{task.subject}'"
+        self._person(tloc + ("assignee",), task.assignee, self.people, what="assignee")
+        if task.start and task.due and task.due < task.start:
+            self.error(tloc + ("due",), f"{label}: due date {task.due} is before its start date {task.start}")
+        if task.parent is not None and task.parent not in self.raw_task_ids:
+            self.error(tloc + ("parent",), f"{label}: parent task #{task.parent} is not in the registry")
+        if task.parent is not None and task.parent == task.id:
+            self.error(tloc + ("parent",), f"{label} is its own parent")
+        for r, rel in enumerate(task.relations):
+            if rel.task == task.id:
+                self.error(tloc + ("relations", r, "task"), f"{label} is related to itself")
+
+    def _salvage_tasks(self, base: tuple, item: Any) -> None:
+        """An interface failed its schema: still check the tasks that parse, so no error hides another."""
+        tasks = item.get("tasks") if isinstance(item, dict) else None
+        for k, raw_task in enumerate(tasks if isinstance(tasks, list) else []):
+            try:
+                task = Task.model_validate(raw_task)
+            except ValidationError:
+                continue  # already reported through the interface
+            self._check_task(base + ("tasks", k), task)
+
+    def _person(self, loc: tuple, key: Optional[str], people: dict, what: str = "person") -> None:
+        if key is not None and key not in people:
+            self.error(loc, f"unknown {what} '{key}'{_did_you_mean(key, people)}; people are defined under 'people:'")
+
+    # -- calibration modules -----------------------------------------------------------
+    def check_modules(self, reg: Registry, root: Path, module_loader) -> None:
+        from . import modules as modmod
+
+        loader = module_loader or modmod.contract_of
+        claimed: dict[str, str] = {}
+        codes = {iface.code for iface in reg.interfaces}
+        for pos, iface in zip(self._locs_of_interfaces, reg.interfaces):
+            base = ("interfaces", pos)
+            for j, test in enumerate(iface.tests):
+                if not (root / test.split("::")[0]).exists():
+                    self.error(base + ("tests", j), f"test file {test} of {iface.code} does not exist")
+            if not iface.module:
+                continue
+            try:
+                contract = loader(iface.module)
+            except Exception as exc:  # noqa: BLE001 - reported to the user, never raised
+                self.error(base + ("module",), f"module {iface.module} of {iface.code} cannot be used: {modmod.reason(exc)}")
+                continue
+            if iface.code not in contract.codes:
+                self.error(base + ("module",), f"module {iface.module} does not declare {iface.code} "
+                           f"(its CONTRACT lists {', '.join(contract.codes) or 'no code'})")
+        if module_loader is None:
+            for module_name, contract in modmod.discover(root).items():
+                for code in contract.codes:
+                    if code not in codes:
+                        self.error((), f"calibration module {module_name} claims interface {code}, "
+                                   "which is not in the registry", "module")
+                    claimed.setdefault(code, module_name)
+
+
+# -- wording ------------------------------------------------------------------------------
+_FIELD_WORDS = {"due": "due date", "start": "start date", "done_ratio": "done ratio",
+                "estimated_hours": "estimated hours", "spent_hours": "spent hours"}
+
+
+def _did_you_mean(value: Any, choices: Iterable[str]) -> str:
+    if not isinstance(value, str):
+        return ""
+    match = difflib.get_close_matches(value, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean '{match[0]}'?)" if match else ""
+
+
+def _human(err: dict, record: str, root=None) -> str:
+    """Turn one pydantic error into a sentence."""
+    loc = [p for p in err["loc"] if p != "[key]"]
+    fields = [p for p in loc if isinstance(p, str)]
+    name = fields[-1] if fields else "value"
+    what = _FIELD_WORDS.get(name, name.replace("_", " "))
+    value = err.get("input")
+    kind = err["type"]
+    ctx = err.get("ctx") or {}
+    shown = repr(value) if not isinstance(value, (dict, list)) else type(value).__name__
+    if kind == "missing":
+        return f"{record}: missing required field '{name}'"
+    if kind == "extra_forbidden":
+        from . import model
+
+        known = _known_fields(model, root or model.Registry, loc)
+        return f"{record}: unknown field '{name}'{_did_you_mean(name, known)}"
+    if kind == "literal_error":
+        expected = ctx.get("expected", "")
+        options = [o.strip().strip("'") for o in expected.replace(" or ", ", ").split(",")]
+        return f"{record}: unknown {what} {shown}{_did_you_mean(value, options)}; expected one of: {', '.join(options)}"
+    if kind.startswith("date") or kind.startswith("datetime"):
+        return f"{record}: {what} {shown} is not a valid date (write YYYY-MM-DD, e.g. 2026-11-25)"
+    if kind == "value_error":
+        return f"{record}: {str(ctx.get('error', err['msg']))}"
+    if kind in ("greater_than", "greater_than_equal", "less_than_equal", "less_than"):
+        bound = {"greater_than": "greater than", "greater_than_equal": "at least",
+                 "less_than_equal": "at most", "less_than": "less than"}[kind]
+        limit = next(iter(ctx.values()), "")
+        return f"{record}: {what} must be {bound} {limit}, not {shown}"
+    if kind in ("int_parsing", "int_type", "int_from_float"):
+        return f"{record}: {what} must be a whole number, not {shown}"
+    if kind in ("float_parsing", "float_type"):
+        return f"{record}: {what} must be a number, not {shown}"
+    if kind in ("string_type",):
+        return f"{record}: {what} must be text, not {shown}"
+    if kind in ("list_type",):
+        return f"{record}: {what} must be a list, not {shown}"
+    if kind in ("dict_type", "model_type", "model_attributes_type"):
+        return f"{record}: {what} must be a mapping (key: value), not {shown}"
+    if kind == "string_too_short":
+        return f"{record}: {what} must not be empty"
+    if kind == "string_pattern_mismatch":
+        return f"{record}: {what} {shown} is not a valid Python module path (e.g. calib.camera.ffactor)"
+    return f"{record}: {what}: {err['msg']} (got {shown})"
+
+
+def _known_fields(model_module, cls, loc: list) -> list[str]:
+    """Field names of the record that ``loc`` (relative to model ``cls``) points into."""
+    m = model_module
+    nested = {m.Registry: {"people": m.Person, "icds": m.Icd, "interfaces": m.Interface},
+              m.Icd: {"responsibles": m.Responsible, "contributors": m.Responsible},
+              m.Interface: {"tasks": m.Task, "provided_by": m.Provider},
+              m.Task: {"relations": m.Relation}}
+    for part in loc[:-1]:
+        cls = nested.get(cls, {}).get(part, cls) if isinstance(part, str) else cls
+    return sorted(cls.model_fields)
