@@ -1,0 +1,73 @@
+"""Dual-mirror plate scale and distortion (I-DATA-xST-1003)."""
+import astropy.units as u
+import numpy as np
+import pytest
+
+from calib.contract import CalibrationError
+from calib.pointing import dual_mirror as dm
+from calib.pointing.simulation import simulate_dual_mirror
+
+
+@pytest.fixture(scope="module")
+def sample():
+    return simulate_dual_mirror(site="south", seed=1)
+
+
+def _fit(t):
+    return dm.fit_plate_scale(t["theta_x"], t["theta_y"], t["x"], t["y"])
+
+
+def test_recovers_plate_scale_and_distortion(sample):
+    r = _fit(sample)[0]
+    truth = {"plate_scale": 37.52, "k2": -2.0e-3, "k4": 2.0e-5, "roll": 0.8}
+    for key, value in truth.items():
+        assert abs(r[key] - value) < 3 * r[key + "_err"], (key, r[key], r[key + "_err"])
+    dof = 2 * r["n_stars"] - 8
+    assert abs(r["residual_rms"] / 0.15 - 1) < 3 / np.sqrt(2 * dof)
+    # the distortion is detected: k2 differs from zero by many sigma
+    assert abs(r["k2"]) > 5 * r["k2_err"]
+    assert r["twist"] == pytest.approx(0, abs=3 * r["twist_err"])
+
+
+def test_mapping_round_trip_and_sky_residual(sample):
+    model = _fit(sample)
+    x, y = dm.focal_plane_from_sky(model, sample["theta_x"], sample["theta_y"])
+    tx, ty = dm.sky_from_focal_plane(model, x, y)
+    assert np.allclose(tx.value, sample["theta_x"], atol=1e-9) and np.allclose(ty.value, sample["theta_y"], atol=1e-9)
+    # measured images mapped back to the sky scatter by the centroid noise / plate scale (~14")
+    sx, sy = dm.sky_from_focal_plane(model, sample["x"], sample["y"])
+    rms = np.sqrt(np.mean(np.concatenate([sx.value - sample["theta_x"], sy.value - sample["theta_y"]]) ** 2)) * 3600
+    expected = 0.15 / 37.52 * 3600
+    assert abs(rms / expected - 1) < 3 / np.sqrt(2 * len(sample)) + 0.02
+
+
+def test_stars_at_one_radius_are_refused(sample):
+    phi = np.linspace(0, 2 * np.pi, 30, endpoint=False)
+    tx, ty = 3 * np.cos(phi), 3 * np.sin(phi)
+    with pytest.raises(CalibrationError, match="same off-axis angle"):
+        dm.fit_plate_scale(tx * u.deg, ty * u.deg, 37.5 * tx * u.mm, 37.5 * ty * u.mm)
+
+
+def test_stars_on_two_rings_are_refused():
+    """Two off-axis angles only: plate scale and the two distortion terms cannot be separated."""
+    phi = np.linspace(0, 2 * np.pi, 12, endpoint=False)
+    w = np.concatenate([1.0 * np.exp(1j * phi), 3.0 * np.exp(1j * phi)])
+    with pytest.raises(CalibrationError, match="cannot separate.*c3_re"):
+        dm.fit_plate_scale(w.real * u.deg, w.imag * u.deg, 37.5 * w.real * u.mm, 37.5 * w.imag * u.mm)
+
+
+def test_too_few_and_missing(sample):
+    with pytest.raises(CalibrationError, match="at least 5"):
+        _fit(sample[:4])
+    t = sample.copy()
+    t["theta_y"][7] = np.nan
+    with pytest.raises(CalibrationError, match="NaN"):
+        _fit(t)
+
+
+def test_contract_sample_run_check(tmp_path):
+    path = dm.CONTRACT.sample(tmp_path, 0)
+    result = dm.CONTRACT.run(path, tmp_path / "out.ecsv", {})
+    assert result["plate_scale"].unit == u.mm / u.deg and "module" in result.meta
+    evidence = dm.CONTRACT.check(result, path)
+    assert evidence.passed, evidence.metrics
