@@ -72,6 +72,14 @@ def load_yaml(path: str | Path, text: str | None = None) -> tuple[Any, Positions
             raise YamlError([Diagnostic(path, 1, 1, "file not found", "io")]) from None
         except UnicodeDecodeError as exc:
             raise YamlError([Diagnostic(path, 1, 1, f"the file is not UTF-8 text ({exc.reason})", "io")]) from None
+        except OSError as exc:  # a folder, no permission ...
+            raise YamlError([Diagnostic(path, 1, 1, f"cannot read the file ({exc.strerror or exc})", "io")]) from None
+    from . import fastyaml  # fast path for plain block YAML; libyaml stays the authority otherwise
+
+    try:
+        return fastyaml.parse_lazy(text, path)  # positions are computed when a diagnostic needs them
+    except fastyaml.Unsupported:
+        pass
     try:
         node = yaml.compose(text, Loader=_Loader)
     except yaml.MarkedYAMLError as exc:

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from .diagnostics import Diagnostic
 from .loader import Positions, YamlError, load_yaml
+from .perf import without_gc
 from .model import (
     ICD_NAMES, Icd, Interface, Person, Registry, Task,
 )
@@ -77,6 +78,7 @@ class Index:
         return person.name if person else key
 
 
+@without_gc
 def load(path: str | Path, *, check_modules: bool = True, text: str | None = None,
          module_loader: Callable[[str], Any] | None = None) -> Loaded:
     """Read and validate a registry file.  Never raises for a user's mistake; never writes."""
@@ -133,6 +135,8 @@ class _Checker:
             self.error(("schema_version",), f"schema_version {data.get('schema_version')!r} is not supported; this tool reads version 1")
         people = self._section(data, "people", Person, "person")
         icds = self._section(data, "icds", Icd, "ICD")
+        raw_icds = data.get("icds")
+        self.raw_icd_names = set(raw_icds) if isinstance(raw_icds, dict) else set()
         for name in list(icds):
             if name not in ICD_NAMES:
                 self.error(("icds", name), f"unknown ICD '{name}'{_did_you_mean(name, ICD_NAMES)}; "
@@ -144,9 +148,11 @@ class _Checker:
             self.error(("interfaces",), "'interfaces' must be a list of interfaces (each item starting with '- code: ...')")
             raw = []
         validate = Interface.model_validate
-        self.raw_codes = {item.get("code") for item in raw if isinstance(item, dict)}
+        self.raw_code_list = [(i, item.get("code")) for i, item in enumerate(raw) if isinstance(item, dict)]
+        self.raw_codes = {code for _, code in self.raw_code_list if isinstance(code, str)}
         self.raw_task_ids = {t.get("id") for item in raw if isinstance(item, dict)
-                             for t in (item.get("tasks") or []) if isinstance(t, dict)}
+                             for t in (item.get("tasks") if isinstance(item.get("tasks"), list) else [])
+                             if isinstance(t, dict) and isinstance(t.get("id"), (int, str, type(None)))}
         self.people = people
         for i, item in enumerate(raw):
             try:
@@ -183,18 +189,22 @@ class _Checker:
             for section in ("responsibles", "contributors"):
                 for j, resp in enumerate(getattr(icd, section)):
                     self._person(("icds", name, section, j, "person"), resp.person, people)
+        # duplicate codes, over every record (also those that failed their schema: no error hides another)
         seen_codes: dict[str, int] = {}
+        for pos, code in self.raw_code_list:
+            if not isinstance(code, str):
+                continue
+            if code in seen_codes:
+                first = self.pos.of(("interfaces", seen_codes[code], "code"))[0]
+                self.error(("interfaces", pos, "code"), f"duplicate interface code {code} (first used at line {first})")
+            else:
+                seen_codes[code] = pos
         seen_tasks: dict[int, str] = {}
         all_codes = self.raw_codes
         known_task_ids = self.raw_task_ids
         for pos, iface in zip(self._locs_of_interfaces, reg.interfaces):
             base = ("interfaces", pos)
-            if iface.code in seen_codes:
-                first = self.pos.of(("interfaces", seen_codes[iface.code], "code"))[0]
-                self.error(base + ("code",), f"duplicate interface code {iface.code} (first used at line {first})")
-            else:
-                seen_codes[iface.code] = pos
-            if reg.icds and iface.icd not in reg.icds:
+            if self.raw_icd_names and iface.icd not in self.raw_icd_names:  # an invalid ICD is reported once, as itself
                 self.error(base + ("icd",), f"interface {iface.code} belongs to ICD {iface.icd}, which is not defined under 'icds'")
             for j, prov in enumerate(iface.provided_by):
                 self._person(base + ("provided_by", j, "person"), prov.person, people)
@@ -236,8 +246,15 @@ class _Checker:
         for k, raw_task in enumerate(tasks if isinstance(tasks, list) else []):
             try:
                 task = Task.model_validate(raw_task)
-            except ValidationError:
-                continue  # already reported through the interface
+            except ValidationError as exc:
+                # already reported through the interface; drop the faulty fields and check the rest
+                bad = {e["loc"][0] for e in exc.errors() if e["loc"]}
+                if not isinstance(raw_task, dict) or not bad:
+                    continue
+                try:
+                    task = Task.model_validate({f: v for f, v in raw_task.items() if f not in bad})
+                except ValidationError:
+                    continue
             self._check_task(base + ("tasks", k), task)
 
     def _person(self, loc: tuple, key: Optional[str], people: dict, what: str = "person") -> None:
@@ -266,7 +283,9 @@ class _Checker:
             if iface.code not in contract.codes:
                 self.error(base + ("module",), f"module {iface.module} does not declare {iface.code} "
                            f"(its CONTRACT lists {', '.join(contract.codes) or 'no code'})")
-        if module_loader is None:
+        # the other direction (a module claiming a code the registry lacks) concerns the project's
+        # own registry only: the one that sits beside the calib/ package
+        if module_loader is None and (root / "calib").is_dir():
             for module_name, contract in modmod.discover(root).items():
                 for code in contract.codes:
                     if code not in codes:
