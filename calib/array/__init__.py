@@ -1,0 +1,1 @@
+"""Array calibration: relative throughputs of the telescopes (Octocopter, CLF, Illuminator)."""

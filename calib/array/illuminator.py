@@ -1,0 +1,164 @@
+"""Telescope-to-telescope flat-fielding with a uniform light source (Illuminator).
+
+Method (I-DATA-COM-3141): a pulsed source with a wide, uniform beam (calibrated angular
+uniformity, e.g. an LED behind a diffuser, as in the CTA Illuminator concept; Gaug et al.
+2014, "Calibration strategies for the Cherenkov Telescope Array", Proc. SPIE 9149; an
+independent cross-check of the muon-ring throughput calibration, Gaug et al. 2019, ApJS
+243, 11) placed at a known position illuminates all telescopes, each
+pointing at it.  For telescope i at distance d_i the photon density at the mirror is
+rho_i = I0 u(phi_i) T_i / d_i^2 with u the known uniformity map of the beam and T_i the
+horizontal transmission at ground level (molecular from ``calib.atmosphere.molecular``
+plus a measured aerosol extinction).  Every camera pixel p records Q_ip = eps_i f_ip
+(A_i / n_pix) rho_i; the camera mean over pixels gives the telescope throughput
+eps_i = <Q_i> n_pix / (A_i rho_i) and the pixel flat-field coefficients f_ip = Q_ip / <Q_i>.
+Relative throughputs eps_i / <eps> inter-calibrate the telescopes, across types, on one
+scale; I0 and the pulse-to-pulse jitter cancel (ratios are formed flash by flash).
+Uncertainties: standard error over the flashes and the residual non-uniformity of the beam
+(``uniformity_error``); the aerosol
+extinction error is propagated as a distance-dependent systematic
+(``relative_throughput_syst``).  Telescopes with NaN or non-positive charges are flagged.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import astropy.units as u
+import h5py
+import numpy as np
+from astropy.table import Table
+
+from calib.array import _common as C
+from calib.atmosphere.molecular import MolecularProfile
+from calib.contract import CalibrationError, CalibrationModule, Evidence, Port, provenance
+
+__all__ = ["ground_transmission", "throughputs", "flat_field_coefficients", "CONTRACT"]
+
+VERSION = "0.1.0"
+WAVELENGTH_NM = 400.0
+SITE_ALTITUDE_M = 2200.0
+
+
+def ground_transmission(distance_m, aerosol_extinction_per_m: float = 0.0) -> np.ndarray:
+    """Horizontal transmission at the site altitude over ``distance_m``."""
+    a_mol = MolecularProfile.us76().extinction(SITE_ALTITUDE_M * u.m, WAVELENGTH_NM * u.nm).value
+    return np.exp(-(a_mol + aerosol_extinction_per_m) * np.asarray(distance_m, dtype=float))
+
+
+def flat_field_coefficients(pixel_charges: np.ndarray) -> np.ndarray:
+    """f_ip = <Q_ip>_flashes / <Q_i>_camera (n_tel, n_pix)."""
+    q = np.asarray(pixel_charges, dtype=float)
+    m = q.mean(axis=2)
+    return m / m.mean(axis=1, keepdims=True)
+
+
+def throughputs(pixel_charges, intensity, source_xyz, tel_xyz, mirror_area, uniformity, *,
+                aerosol_extinction=2e-5, aerosol_extinction_err=1e-5, uniformity_error=0.005):
+    """Per telescope: throughput, its error, flag; relative throughputs (stat) and their aerosol systematic.
+
+    ``pixel_charges``: (n_tel, n_pix, n_flashes) in p.e.; ``uniformity``: beam intensity
+    towards each telescope relative to the axis (known map)."""
+    q = np.asarray(pixel_charges, dtype=float)
+    n_tel = len(mirror_area)
+    if q.ndim != 3 or q.shape[0] != n_tel or q.shape[2] < 2:
+        raise CalibrationError(f"pixel charges must be (n_telescopes={n_tel}, n_pixels, n_flashes >= 2); got {q.shape}")
+    bad = ~np.all(np.isfinite(q), axis=(1, 2))
+    camera_mean = np.where(bad[:, None], np.nan, np.where(np.isfinite(q), q, 0.0).mean(axis=1))  # (n_tel, n_flashes)
+    bad |= ~(np.nan_to_num(np.where(bad[:, None], 0.0, camera_mean).mean(axis=1)) > 0)
+    if bad.all():
+        raise CalibrationError("no telescope recorded a positive charge from the illuminator")
+    qm, qe = C.mean_and_error(np.where(bad[:, None], np.nan, camera_mean))
+    d = np.linalg.norm(np.asarray(source_xyz, float)[None, :] - np.asarray(tel_xyz, float), axis=1)
+    n_pix = q.shape[1]
+    rho = intensity * np.asarray(uniformity, float) * ground_transmission(d, aerosol_extinction) / d**2
+    eff = np.where(bad, np.nan, qm * n_pix / (np.asarray(mirror_area) * rho))
+    rel_stat = np.sqrt((qe / qm) ** 2 + uniformity_error**2)
+    err = eff * rel_stat
+    # relative throughputs flash by flash: the source's pulse-to-pulse jitter cancels
+    eff_f = camera_mean * n_pix / (np.asarray(mirror_area) * rho)[:, None]
+    r_f = eff_f / np.mean(eff_f[~bad], axis=0)[None, :]
+    r, r_stat = C.mean_and_error(np.where(bad[:, None], np.nan, r_f))
+    r_err = np.sqrt(r_stat**2 + (r * uniformity_error) ** 2 * (1 - 1 / max(1, (~bad).sum())))
+    # aerosol systematic: d-dependent part of exp(-alpha d) relative to the array mean
+    dd = aerosol_extinction_err * (d - np.mean(d[~bad]))
+    return eff, err, bad.astype(np.int32), (r, r_err), np.where(bad, np.nan, np.abs(r * dd))
+
+
+def write_sample(directory: Path, seed: int, n_flashes: int = 50, n_pixels: int = 64) -> Path:
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    arr = C.simulated_array(rng)
+    n = len(arr["type"])
+    source = np.array([1800.0, -900.0, 30.0])
+    d = np.linalg.norm(source[None, :] - arr["position"], axis=1)
+    uniformity_map = 1.0 - 0.02 * ((np.arange(n) % 5) / 4.0)                 # known, measured in the lab
+    uniformity_true = uniformity_map * (1 + 0.005 * rng.standard_normal(n))   # residual non-uniformity
+    intensity = 2e11                                                          # photons / sr
+    alpha_aer = 2e-5
+    rho = intensity * uniformity_true * ground_transmission(d, alpha_aer) / d**2
+    f_pix = 1 + 0.08 * rng.standard_normal((n, n_pixels))
+    f_pix /= f_pix.mean(axis=1, keepdims=True)
+    mean_pe = (arr["throughput"] * arr["mirror_area"] * rho / n_pixels)[:, None] * f_pix   # (n, n_pix)
+    jitter = 1 + 0.03 * rng.standard_normal(n_flashes)                        # common source jitter
+    mu = mean_pe[:, :, None] * jitter[None, None, :]
+    npe = rng.poisson(mu)
+    q = npe + rng.standard_normal(npe.shape) * np.sqrt(npe * (arr["enf_sq"][:, None, None] - 1))
+    path = directory / "illuminator_sample.h5"
+    with h5py.File(path, "w") as f:
+        C.dump_array(f, arr)
+        f.create_dataset("pixel_charges", data=q.astype(np.float32), compression="gzip")
+        f.create_dataset("uniformity", data=uniformity_map)
+        f.attrs["source_position"] = source
+        f.attrs["intensity"] = intensity
+        f.attrs["aerosol_extinction"] = alpha_aer
+        f["truth"].create_dataset("flat_field", data=f_pix)
+    return path
+
+
+def run(input: Path, output: Path, config: dict | None = None) -> Table:
+    config = dict(config or {})
+    with h5py.File(input, "r") as f:
+        arr = C.load_array(f)
+        q, unif = f["pixel_charges"][()], f["uniformity"][()]
+        src, intensity = f.attrs["source_position"], float(f.attrs["intensity"])
+        alpha = float(f.attrs["aerosol_extinction"])
+    eff, err, flag, rel, syst = throughputs(q, intensity, src, arr["position"], arr["mirror_area"], unif,
+                                            aerosol_extinction=config.get("aerosol_extinction", alpha))
+    t = C.throughput_table(arr, eff, err, flag, rel, syst)
+    ff = flat_field_coefficients(q)
+    t["pixel_flat_field_rms"] = np.std(ff, axis=1)
+    t.meta.update(provenance(__name__, VERSION, [Path(input)], config))
+    t.write(output, overwrite=True, format="ascii.ecsv")
+    return t
+
+
+def check(result: Table, input: Path) -> Evidence:
+    with h5py.File(input, "r") as f:
+        truth = f["truth"]["throughput"][()]
+        ff_true = f["truth"]["flat_field"][()]
+    ev = C.check_throughputs(result, truth, "Illuminator")
+    rms_true = np.std(ff_true, axis=1)
+    rms = np.asarray(result["pixel_flat_field_rms"])
+    ok = np.all(np.abs(rms - rms_true) < 0.2 * rms_true)
+    metrics = dict(ev.metrics, pixel_flat_field_rms_mean=float(np.mean(rms)),
+                   pixel_flat_field_rms_true=float(np.mean(rms_true)))
+    criteria = dict(ev.criteria, pixel_flat_field="per-camera pixel flat-field rms within 20 % of the truth")
+    return Evidence(passed=bool(ev.passed and ok), metrics=metrics, criteria=criteria, summary=ev.summary)
+
+
+CONTRACT = CalibrationModule(
+    codes=("I-DATA-COM-3141",),
+    title="Illuminator: telescope-to-telescope flat-fielding from a uniform light source",
+    inputs=(Port("pixel_charges", "", "charge (p.e.) per telescope, pixel and flash"),
+            Port("uniformity", "", "relative beam intensity towards each telescope (lab-calibrated map)"),
+            Port("source_position", "m", "position of the illuminator")),
+    outputs=(Port("throughput", "", "photon to p.e. efficiency per telescope"),
+             Port("relative_throughput", "", "throughput / array mean, with uncertainty"),
+             Port("pixel_flat_field_rms", "", "rms of the pixel flat-field coefficients per camera")),
+    sample=write_sample, run=run, check=check,
+    references=("Gaug M. et al. 2014, Calibration strategies for the Cherenkov Telescope Array, Proc. SPIE 9149",
+                "Gaug M. et al. 2019, ApJS 243, 11 (muon-ring throughput calibration of CTA)",
+                "Bucholtz A. 1995, Appl. Opt. 34, 2765"),
+    tests=("calib/array/tests/test_illuminator.py",),
+    version=VERSION,
+)

@@ -1,0 +1,1 @@
+"""Atmosphere calibration: molecular profile, Raman LIDAR, All-Sky Camera, CTC, data selection and correction."""
