@@ -3,7 +3,6 @@ telescopes of known throughput, relative throughputs with the delta-method uncer
 the output table and the truth check."""
 from __future__ import annotations
 
-import json
 import warnings
 
 import numpy as np
@@ -75,10 +74,15 @@ def throughput_table(arr: dict, eff: np.ndarray, eff_err: np.ndarray, flag: np.n
 
 def check_throughputs(result: Table, true_eff: np.ndarray, what: str) -> Evidence:
     """Pulls of the relative throughputs against the truth; cross-type ratios."""
-    r_true = true_eff / true_eff.mean()
     r = np.asarray(result["relative_throughput"], float)
     err = np.asarray(result["relative_throughput_err"], float)
-    ok = np.isfinite(r)
+    ok = np.isfinite(r) & np.isfinite(err) & (err > 0)
+    if not ok.any():
+        return Evidence(passed=False, metrics={"n_telescopes": 0},
+                        criteria={"coverage": ">= 90 % of telescopes calibrated"},
+                        summary=f"{what}: no telescope calibrated")
+    # the result is relative to the mean of the calibrated telescopes: so is the truth
+    r_true = true_eff / true_eff[ok].mean()
     pull = (r[ok] - r_true[ok]) / err[ok]
     types = np.asarray(result["type"])
     cross = {}
@@ -120,6 +124,32 @@ def flash_charges(rng, mean_pe: np.ndarray, enf_sq: np.ndarray, n_flashes: int, 
     return npe + rng.standard_normal(npe.shape) * np.sqrt(npe * (enf_sq[:, None] - 1))
 
 
+def require_positive(name: str, value) -> np.ndarray:
+    """Raise CalibrationError unless every element of ``value`` is finite and > 0."""
+    a = np.asarray(value, dtype=float)
+    if a.size == 0 or not np.all(np.isfinite(a)) or np.any(a <= 0):
+        raise CalibrationError(f"{name} must be finite and positive; got {a.ravel()[:5].tolist()}"
+                               f"{' ...' if a.size > 5 else ''}")
+    return a
+
+
+def require_finite_positions(name: str, xyz, n: int | None = None) -> np.ndarray:
+    """Positions (n, 3) in metres, finite; raise CalibrationError otherwise."""
+    a = np.asarray(xyz, dtype=float)
+    if a.ndim != 2 or a.shape[1] != 3 or (n is not None and a.shape[0] != n):
+        raise CalibrationError(f"{name} must have shape ({'n' if n is None else n}, 3); got {a.shape}")
+    if not np.all(np.isfinite(a)):
+        raise CalibrationError(f"{name} contain NaN or infinite coordinates (rows "
+                               f"{np.flatnonzero(~np.all(np.isfinite(a), axis=1))[:10].tolist()})")
+    return a
+
+
+def invalid_charges(q: np.ndarray) -> np.ndarray:
+    """Telescopes (rows of ``q``, n_telescopes x n_flashes) with a NaN charge or no positive mean charge."""
+    bad = ~np.all(np.isfinite(q), axis=1)
+    return bad | (np.where(bad[:, None], 0.0, np.where(np.isfinite(q), q, 0.0)).mean(axis=1) <= 0)
+
+
 def mean_and_error(q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mean charge per telescope and its standard error from the flash-to-flash scatter."""
     if q.ndim != 2 or q.shape[1] < 2:
@@ -128,5 +158,3 @@ def mean_and_error(q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         warnings.simplefilter("ignore", RuntimeWarning)     # flagged (all-NaN) telescopes give NaN
         return np.nanmean(q, axis=1), np.nanstd(q, axis=1, ddof=1) / np.sqrt(np.sum(np.isfinite(q), axis=1))
 
-
-json_dumps = json.dumps

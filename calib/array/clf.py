@@ -1,7 +1,7 @@
 """Relative inter-calibration of telescopes with a Central Laser Facility (CLF).
 
-Method (I-DATA-COM-3121), as for the Pierre Auger CLF and its use for IACT arrays
-(arXiv:1404.5639: relative precision better than 5 %, absolute
+Method (I-DATA-COM-3121), as for the Pierre Auger CLF (Fick et al. 2006) and its proposed use
+for CTA (Gaug et al. 2014, arXiv:1404.5639: relative precision better than 5 %, absolute
 4-11 %).  A vertical laser beam of known pulse energy E (measured shot by shot) at
 wavelength lambda is seen side-on by every telescope.  The photons reaching telescope i
 from the beam between heights h1 and h2 (the track in its field of view) are
@@ -91,8 +91,14 @@ def throughputs(charges, shot_energy_j, laser_xy, tel_xyz, mirror_area, *, wavel
                                f"(n_shots,); got {q.shape} and {e.shape}")
     if np.any(~np.isfinite(e)) or np.any(e <= 0):
         raise CalibrationError("every laser shot needs a positive, finite measured energy")
-    bad = ~np.all(np.isfinite(q), axis=1)
-    bad |= np.where(bad[:, None], 0.0, np.where(np.isfinite(q), q, 0.0)).mean(axis=1) <= 0
+    C.require_positive("the mirror areas", mirror_area)
+    C.require_positive("the laser wavelength", wavelength_nm)
+    tel_xyz = C.require_finite_positions("telescope positions", tel_xyz, q.shape[0])
+    if not np.all(np.isfinite(np.asarray(laser_xy, dtype=float))):
+        raise CalibrationError("the laser position must be finite")
+    if not (np.isfinite(vaod_top) and vaod_top >= 0 and np.isfinite(vaod_err) and vaod_err >= 0):
+        raise CalibrationError("the aerosol optical depth and its error must be finite and non-negative")
+    bad = C.invalid_charges(q)
     qn = np.where(bad[:, None], np.nan, q / e[None, :])            # p.e. per joule
     qm, qe = C.mean_and_error(qn)
     per_joule = photons_at_telescopes(1.0, wavelength_nm, laser_xy, tel_xyz, mirror_area, h_range, vaod_top)
@@ -172,7 +178,8 @@ CONTRACT = CalibrationModule(
     outputs=(Port("throughput", "", "photon to p.e. efficiency per telescope"),
              Port("relative_throughput", "", "throughput / array mean, with uncertainty")),
     sample=write_sample, run=run, check=check,
-    references=("Central laser facilities for the inter-calibration of Cherenkov telescopes, arXiv:1404.5639",
+    references=("Gaug M. et al. 2014, On the possibility of using vertically pointing Central Laser Facilities "
+                "to calibrate the Cherenkov Telescope Array (arXiv:1404.5639)",
                 "Fick B. et al. 2006, The Central Laser Facility at the Pierre Auger Observatory, JINST 1, P11003",
                 "Bucholtz A. 1995, Appl. Opt. 34, 2765"),
     tests=("calib/array/tests/test_clf.py",),

@@ -1,8 +1,8 @@
 """Relative throughput of each telescope from a calibrated drone-borne light source (Octocopter).
 
-Method (I-DATA-COM-3111), after the UAV-based calibration tested on H.E.S.S. telescopes
-(Brown A. M. et al., Proc. 34th ICRC 2015; relative precision 6-8 % between telescopes of one class,
-agreeing with the muon calibration at 5-6 %).  A pulsed source of calibrated radiant
+Method (I-DATA-COM-3111), after the UAV-based calibration proposed for CTA (Brown 2018,
+Astropart. Phys. 97, 1: 6-8 % between telescopes of one class) and flown over H.E.S.S.
+(Brown, Muller, de Naurois & Clark 2019: consistent with the muon calibration at 5.4-5.8 %).  A pulsed source of calibrated radiant
 intensity I0 (photons/sr) and known beam profile B(theta) hovers at a GPS-measured
 position in the far field of each telescope in turn (the telescope points at it).  The
 photon density at the mirror is
@@ -75,8 +75,12 @@ def throughputs(charges, intensity, source_xyz, tel_xyz, mirror_area, *, positio
     if q.ndim != 2 or q.shape[0] != len(mirror_area):
         raise CalibrationError(f"charges must have shape (n_telescopes, n_flashes) with n_telescopes = "
                                f"{len(mirror_area)}; got {q.shape}")
-    bad = ~np.all(np.isfinite(q), axis=1)
-    bad |= np.where(bad[:, None], 0.0, np.where(np.isfinite(q), q, 0.0)).mean(axis=1) <= 0
+    C.require_positive("the source intensity", intensity)
+    C.require_positive("the mirror areas", mirror_area)
+    tel_xyz = C.require_finite_positions("telescope positions", tel_xyz, q.shape[0])
+    source_xyz = C.require_finite_positions("source positions", source_xyz, q.shape[0])
+    C.require_positive("source-telescope distances", np.linalg.norm(source_xyz - tel_xyz, axis=1))
+    bad = C.invalid_charges(q)
     qm, qe = C.mean_and_error(np.where(bad[:, None], np.nan, q))
     rho = photon_density(intensity, source_xyz, tel_xyz, beam_sigma_deg)
     d, _ = _geometry(np.asarray(source_xyz, float), np.asarray(tel_xyz, float))
@@ -142,7 +146,10 @@ CONTRACT = CalibrationModule(
     outputs=(Port("throughput", "", "photon to p.e. efficiency per unit mirror area"),
              Port("relative_throughput", "", "throughput / array mean, with uncertainty")),
     sample=write_sample, run=run, check=check,
-    references=("Brown A. M. et al. 2015, UAV-based calibration of the H.E.S.S. telescopes, Proc. 34th ICRC",
+    references=("Brown A. M. 2018, On the prospects of cross-calibrating the Cherenkov Telescope Array with an "
+                "airborne calibration platform, Astropart. Phys. 97, 1 (arXiv:1711.01413)",
+                "Brown A. M., Muller J., de Naurois M., Clark P. 2019, Inter-calibration of atmospheric Cherenkov "
+                "telescopes with UAV-based airborne calibration system, Proc. 36th ICRC",
                 "Bucholtz A. 1995, Appl. Opt. 34, 2765"),
     tests=("calib/array/tests/test_octocopter.py",),
     version=VERSION,

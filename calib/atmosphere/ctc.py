@@ -15,8 +15,10 @@ simulations of the site; configurable), and k_i the normalisation that makes the
 over clear reference runs equal to 1.  A 10 % loss of transmission lowers the rate by
 1 - 0.9^1.7 = 16.4 %.  Uncertainties: Poisson counts and a relative rate systematic,
 divided by (Gamma - 1), combined with the relative errors of mu and g and of the reference
-normalisation k_i; the CTC error is that of the mean over telescopes.  Telescopes without a rate (0, NaN) or without a muon efficiency
-are excluded and flagged; a run with no usable telescope raises CalibrationError.
+normalisation k_i; the CTC error is that of the mean over telescopes.  Telescopes without a
+rate (0, NaN), without a muon efficiency or without a usable reference run are excluded and
+flagged; a run with fewer than ``min_telescopes`` usable telescopes is flagged (CTC NaN if none),
+and input without any usable telescope raises CalibrationError.
 
 Cross-check with a LIDAR: the LIDAR transmission along the line of sight,
 exp(-VAOD(h)/cos z), weighted with the Cherenkov emission profile of a shower near the
@@ -50,6 +52,7 @@ class CTCFlag(enum.IntFlag):
     NO_RATE = 1             #: telescope rate zero, negative or NaN
     NO_EFFICIENCY = 2       #: muon efficiency or gain missing / non-positive
     FEW_TELESCOPES = 4      #: fewer than ``min_telescopes`` usable telescopes in the run
+    NO_REFERENCE = 8        #: telescope without a usable clear reference run: not normalised, excluded
 
 
 def zenith_corrected_rate(rate, zenith_deg, index: float = 1.0) -> np.ndarray:
@@ -91,10 +94,16 @@ def cherenkov_transparency(counts, duration_s, zenith_deg, muon_efficiency, gain
     if counts.ndim != 2:
         raise CalibrationError(f"counts must have shape (n_runs, n_telescopes); got {counts.shape}")
     n_runs, n_tel = counts.shape
-    mu = np.broadcast_to(np.asarray(muon_efficiency, dtype=float), counts.shape)
-    g = np.broadcast_to(np.asarray(gain, dtype=float), counts.shape)
-    dur = np.broadcast_to(np.asarray(duration_s, dtype=float), (n_runs,))
-    zen = np.broadcast_to(np.asarray(zenith_deg, dtype=float), (n_runs,))
+    try:
+        mu = np.broadcast_to(np.asarray(muon_efficiency, dtype=float), counts.shape)
+        g = np.broadcast_to(np.asarray(gain, dtype=float), counts.shape)
+        dur = np.broadcast_to(np.asarray(duration_s, dtype=float), (n_runs,))
+        zen = np.broadcast_to(np.asarray(zenith_deg, dtype=float), (n_runs,))
+        ref = np.broadcast_to(np.asarray(reference, dtype=bool), (n_runs,))
+    except ValueError:
+        raise CalibrationError(
+            f"muon efficiency and gain must match the counts {counts.shape} (runs x telescopes); duration, "
+            f"zenith and the reference mask must have one value per run ({n_runs})") from None
     if np.any(~np.isfinite(dur)) or np.any(dur <= 0):
         raise CalibrationError("every run needs a positive, finite duration")
     if np.any(~np.isfinite(zen)) or np.any((zen < 0) | (zen >= 80)):
@@ -105,9 +114,9 @@ def cherenkov_transparency(counts, duration_s, zenith_deg, muon_efficiency, gain
     rate = np.where(flag == 0, counts / dur[:, None], np.nan)
     rate_z = zenith_corrected_rate(rate, zen[:, None], zenith_index)
     coeff = telescope_coefficients(rate_z, np.where(flag == 0, mu, np.nan), np.where(flag == 0, g, np.nan), gamma)
-    k = reference_normalisation(coeff, reference)
+    k = reference_normalisation(coeff, ref)
+    flag[:, ~np.isfinite(k)] |= CTCFlag.NO_REFERENCE
     t = coeff / k[None, :]
-    ref = np.asarray(reference, dtype=bool)
     with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         rel_r = np.sqrt(1.0 / counts + rate_systematic**2)
@@ -177,11 +186,11 @@ def _profile(vaod_bl: float) -> tuple[np.ndarray, np.ndarray]:
     return alt, vaod
 
 
-def simulate_runs(n_runs: int = 30, n_reference: int = 8, rng: np.random.Generator | None = None,
+def simulate_runs(n_runs: int = 30, n_reference: int = 8, rng: np.random.Generator | int | None = None,
                   gamma: float = GAMMA_CR, zenith_index: float = 1.0, rate_systematic: float = 0.01,
                   muon_efficiency_error: float = 0.01, duration_s: float = 1200.0) -> dict:
     """Runs of a 16-telescope array (4 LST, 6 MST, 6 SST) through aerosol layers of known VAOD."""
-    rng = rng or np.random.default_rng()
+    rng = np.random.default_rng(0 if rng is None else rng)   # seeded: reproducible by default
     types = np.array(TELESCOPE_TYPES)
     n_tel = len(types)
     vaod_bl = np.concatenate([np.full(n_reference, 0.02), rng.uniform(0.02, 0.40, n_runs - n_reference)])

@@ -239,13 +239,14 @@ class MolecularProfile:
         z = np.asarray(u.Quantity(altitude, u.m).value, dtype=float)
         t = np.interp(z, self.altitude, self.temperature)
         lnp = np.interp(z, self.altitude, np.log(self.pressure))
-        outside = (z < self.altitude[0]) | (z > self.altitude[-1])
-        if np.any(outside):
-            t_us, p_us = us76_temperature_pressure(z[outside] * u.m)
-            i0 = 0 if np.all(z[outside] < self.altitude[0]) else -1
-            t0, p0 = us76_temperature_pressure(self.altitude[i0] * u.m)
-            t[outside] = t_us.value * self.temperature[i0] / t0.value
-            lnp[outside] = np.log(p_us.value * self.pressure[i0] / p0.value)
+        # below the first / above the last level: the US76 shape scaled to that level (each side
+        # to its own level, also when one call asks for altitudes on both sides)
+        for outside, i0 in ((z < self.altitude[0], 0), (z > self.altitude[-1], -1)):
+            if np.any(outside):
+                t_us, p_us = us76_temperature_pressure(z[outside] * u.m)
+                t0, p0 = us76_temperature_pressure(self.altitude[i0] * u.m)
+                t[outside] = t_us.value * self.temperature[i0] / t0.value
+                lnp[outside] = np.log(p_us.value * self.pressure[i0] / p0.value)
         return t, np.exp(lnp)
 
     def temperature_at(self, altitude) -> u.Quantity:

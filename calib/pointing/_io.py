@@ -69,7 +69,13 @@ def linear_least_squares(design: np.ndarray, data: np.ndarray, names: list[str],
         raise CalibrationError(
             f"{what}: {n_rows} equations for {n_par} parameters — too few measurements to fit "
             "(and none left to estimate the noise)")
-    w = np.ones(n_rows) if sigma is None else 1.0 / np.asarray(sigma, dtype=float)
+    if not (np.all(np.isfinite(design)) and np.all(np.isfinite(data))):
+        raise CalibrationError(f"{what}: the measurements or their model contain NaN or infinite values")
+    if sigma is not None:
+        sigma = np.broadcast_to(np.asarray(sigma, dtype=float), (n_rows,))
+        if not np.all(np.isfinite(sigma)) or np.any(sigma <= 0):
+            raise CalibrationError(f"{what}: measurement uncertainties must be finite and positive")
+    w = np.ones(n_rows) if sigma is None else 1.0 / sigma
     a = design * w[:, None]
     b = data * w
     norms = np.sqrt(np.einsum("ij,ij->j", a, a))
@@ -97,3 +103,16 @@ def linear_least_squares(design: np.ndarray, data: np.ndarray, names: list[str],
     else:
         covariance = inv
     return params, covariance, residuals, condition, dof
+
+
+def propagate(derived, params: np.ndarray, covariance: np.ndarray, rel_step: float = 1e-7):
+    """Values ``derived(params)`` and their 1-sigma errors by linear propagation of ``covariance``
+    (central-difference Jacobian, step ``rel_step`` x max(1, |p_k|))."""
+    params = np.asarray(params, dtype=float)
+    values = np.asarray(derived(params), dtype=float)
+    jac = np.empty((values.size, params.size))
+    for k in range(params.size):
+        step = np.zeros(params.size)
+        step[k] = rel_step * max(1.0, abs(params[k]))
+        jac[:, k] = (np.asarray(derived(params + step)) - np.asarray(derived(params - step))) / (2 * step[k])
+    return values, np.sqrt(np.diag(jac @ covariance @ jac.T))

@@ -31,7 +31,8 @@ import numpy as np
 from astropy.table import Table
 
 from calib.contract import CalibrationError, CalibrationModule, Evidence, Port, provenance
-from calib.pointing._io import linear_least_squares, read_table, require_finite, truth_of, write_table
+from calib.pointing._io import (linear_least_squares, propagate, read_table, require_finite, truth_of,
+                               write_table)
 
 __all__ = ["fit_similarity", "fit_camera_alignment", "camera_to_optical", "CONTRACT"]
 
@@ -99,14 +100,7 @@ def fit_camera_alignment(star_x, star_y, star_xi, star_eta, star_sigma,
     p = np.concatenate([p_star, p_led])
     cov = np.zeros((8, 8))
     cov[:4, :4], cov[4:, 4:] = cov_star, cov_led
-    values = _derived(p)
-    jac = np.empty((values.size, 8))
-    for k in range(8):
-        h = 1e-7 * max(1.0, abs(p[k]))
-        dp = np.zeros(8)
-        dp[k] = h
-        jac[:, k] = (_derived(p + dp) - _derived(p - dp)) / (2 * h)
-    errors = np.sqrt(np.diag(jac @ cov @ jac.T))
+    values, errors = propagate(_derived, p, cov, 1e-7)
     arcsec_per_mm = (1 / f * u.rad).to_value(u.arcsec)
     table = Table()
     table["offset_x"] = [values[0]] * u.mm
@@ -168,13 +162,23 @@ def _check(result: Table, input: Path) -> Evidence:
         "offset_y": float((row["offset_y"] - truth["offset_y_mm"]) / row["offset_y_err"]),
         "rotation": float((row["rotation"] - truth["rotation_deg"]) / row["rotation_err"]),
     }
-    passed = all(abs(v) < 3.5 for v in pulls.values())
+    # the pulls only mean something if the stated centroid errors are right: chi^2 of both fits
+    from scipy.stats import chi2 as chi2_dist
+    p_values = {}
+    for what, n_col in (("stars", "n_stars"), ("leds", "n_leds")):
+        dof = 2 * int(row[n_col]) - 4
+        p_values[what] = float(chi2_dist.sf(float(row[f"chi2_dof_{what}"]) * dof, dof))
+    passed = (all(abs(v) < 3.5 for v in pulls.values())
+              and all(1e-4 < p < 1 - 1e-4 for p in p_values.values()))
     metrics = {f"pull_{k}": v for k, v in pulls.items()}
+    metrics.update({f"chi2_p_value_{k}": v for k, v in p_values.items()})
     metrics.update({"offset_x_mm": float(row["offset_x"]), "offset_y_mm": float(row["offset_y"]),
                     "rotation_deg": float(row["rotation"]), "offset_err_mm": float(row["offset_x_err"]),
                     "n_stars": int(row["n_stars"])})
     return Evidence(passed=bool(passed), metrics=metrics,
-                    criteria={k: "within 3.5 sigma of the simulated truth" for k in pulls},
+                    criteria={**{f"pull_{k}": "within 3.5 sigma of the simulated truth" for k in pulls},
+                              **{f"chi2_p_value_{k}": "1e-4 < p < 1 - 1e-4 (stated centroid errors consistent "
+                                                      "with the fit residuals)" for k in p_values}},
                     summary=f"offset ({row['offset_x']:.2f}, {row['offset_y']:.2f}) ± {row['offset_x_err']:.2f} mm, "
                             f"rotation {row['rotation']:.3f} ± {row['rotation_err']:.3f} deg; truth "
                             f"({truth['offset_x_mm']}, {truth['offset_y_mm']}) mm, {truth['rotation_deg']} deg")

@@ -33,7 +33,8 @@ import numpy as np
 from astropy.table import Table
 
 from calib.contract import CalibrationError, CalibrationModule, Evidence, Port, provenance
-from calib.pointing._io import linear_least_squares, read_table, require_finite, truth_of, write_table
+from calib.pointing._io import (linear_least_squares, propagate, read_table, require_finite, truth_of,
+                               write_table)
 
 __all__ = ["fit_plate_scale", "focal_plane_from_sky", "sky_from_focal_plane", "CONTRACT"]
 
@@ -86,14 +87,7 @@ def fit_plate_scale(theta_x, theta_y, x, y, sigma=None) -> Table:
     sig = None if sigma is None else np.concatenate([np.broadcast_to(u.Quantity(sigma, u.mm).value, px.shape)] * 2)
     params, cov, resid, condition, dof = linear_least_squares(
         design, data, _NAMES, f"plate scale from {tx.size} star images", MAX_CONDITION, sigma=sig)
-    values = _derived(params)
-    jac = np.empty((values.size, params.size))
-    for k in range(params.size):
-        h = 1e-6 * max(1.0, abs(params[k]))
-        dp = np.zeros(params.size)
-        dp[k] = h
-        jac[:, k] = (_derived(params + dp) - _derived(params - dp)) / (2 * h)
-    errors = np.sqrt(np.diag(jac @ cov @ jac.T))
+    values, errors = propagate(_derived, params, cov, 1e-6)
     rms_mm = float(np.sqrt(np.sum(resid**2) / dof))
     table = Table()
     for name, unit, k in (("plate_scale", u.mm / u.deg, 0), ("roll", u.deg, 1), ("k2", u.deg**-2, 2),

@@ -1,8 +1,11 @@
 """Telescope pointing model (absolute sky – optical axis misalignment) by linear least squares.
 
 Method.  A star of known catalogue position is centred (or its image located on the pointing
-CCD) and the raw encoder azimuth/elevation recorded.  The difference between encoder and true
-horizontal position is modelled with the geometric terms of Wallace's TPOINT for an
+CCD) and the raw encoder azimuth/elevation recorded.  The star's true position is its apparent
+topocentric place (catalogue position with proper motion, precession-nutation, aberration and
+refraction for the site pressure and temperature: ``calib.sky.altaz``), since refraction
+(2.5 arcmin at 20 deg elevation) is not one of the mount terms.  The difference between
+encoder and true horizontal position is modelled with the geometric terms of Wallace's TPOINT for an
 alt-azimuth mount, linear in their coefficients:
 
     x = dA cos E = -IA cos E - CA - NPAE sin E - AN sin A sin E - AW cos A sin E
@@ -224,8 +227,8 @@ CONTRACT = CalibrationModule(
     codes=("I-DATA-xST-1002",),
     title="Telescope pointing model (TPOINT terms) from star observations",
     inputs=(
-        Port("az_true", "deg", "catalogue star azimuth at the observation time (AltAz, N through E)"),
-        Port("el_true", "deg", "catalogue star elevation at the observation time"),
+        Port("az_true", "deg", "apparent (refracted) star azimuth at the observation time (N through E)"),
+        Port("el_true", "deg", "apparent (refracted) star elevation at the observation time"),
         Port("az_encoder", "deg", "raw azimuth encoder reading with the star on the optical axis"),
         Port("el_encoder", "deg", "raw elevation encoder reading with the star on the optical axis"),
     ),

@@ -112,9 +112,14 @@ def fit_r80_curve(theta, r80) -> tuple[np.ndarray, np.ndarray, float]:
         raise CalibrationError("the star images do not span a range of off-axis angles; the r80 "
                                "dependence on off-axis angle cannot be fitted")
     design = np.column_stack([np.ones_like(theta), theta**2, theta**4])
+    if not np.all(np.isfinite(r80)) or not np.all(np.isfinite(theta)):
+        raise CalibrationError("r80 or off-axis angles contain NaN: pass only the unflagged images")
     p, cov, _, _, _ = linear_least_squares(design, r80**2, ["r80^2 on axis", "theta^2", "theta^4"],
                                            f"r80 versus off-axis angle from {theta.size} images", 1e6)
-    on_axis_err = 0.5 * np.sqrt(cov[0, 0]) / np.sqrt(max(p[0], 1e-12))
+    if p[0] <= 0:
+        raise CalibrationError(f"the fitted on-axis r80^2 is not positive ({p[0]:.3g} mm^2): the images near "
+                               "the axis are missing or the r80 curve is not a quadratic in theta^2")
+    on_axis_err = 0.5 * np.sqrt(cov[0, 0]) / np.sqrt(p[0])
     return p, cov, float(on_axis_err)
 
 
@@ -257,9 +262,14 @@ def _run(input: Path, output: Path, config: dict) -> Table:
 
 
 def _check(result: Table, input: Path) -> Evidence:
-    truth = truth_of(read_table(input))
-    good = result["flag"] == 0
-    theta = np.asarray(result["theta"].value)[good]
+    data = read_table(input)
+    truth = truth_of(data)
+    good = np.asarray(result["flag"]) == 0
+    if len(result) != len(data) or good.sum() < 3:
+        return Evidence(passed=False, metrics={"n_images": int(good.sum())},
+                        criteria={"n_images": "one result row per input image, >= 3 usable"},
+                        summary="the result does not match the input images")
+    theta = np.asarray(u.Quantity(data["theta"], u.deg).value)[good]     # off-axis angles of the input
     r80 = np.asarray(result["r80"].value)[good]
     true = np.interp(theta, truth["r80_theta_grid_deg"], truth["r80_mm_on_grid"])
     ratio = r80 / true

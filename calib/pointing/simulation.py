@@ -1,8 +1,10 @@
 """Sample data with known truth for the pointing and optics modules, built on real star positions.
 
-Stars come from the Yale Bright Star Catalogue (``calib.sky.catalog``); their horizontal
+Stars come from the Yale Bright Star Catalogue (``calib.sky.catalog``; J2000 positions moved
+by their proper motion to the night of observation); their horizontal
 positions at the CTAO sites (``calib.sky.sites``) are computed with astropy, one vectorised
-transform per batch of times, without any IERS download (``calib.sky.altaz``).  On top of the
+transform per batch of times, without any IERS download (``calib.sky.altaz``), as apparent
+places (refraction for the site pressure, US76).  On top of the
 true directions the instruments are simulated with known parameters:
 
 * telescope mispointing from a TPOINT-style pointing model plus Gaussian measurement noise
@@ -75,10 +77,19 @@ def observation_times(site: str, n: int, hours: float = 9.0) -> Time:
     return Time(NIGHT_START[site]) + np.linspace(0.0, hours, n) * u.hour
 
 
+def site_pressure(site: str) -> u.Quantity:
+    """Mean air pressure at the site (US Standard Atmosphere 1976 at the site height), for refraction."""
+    from calib.atmosphere.molecular import us76_temperature_pressure
+
+    return us76_temperature_pressure(_site(site).height)[1].to(u.hPa)
+
+
 def horizontal_stars(site: str, times: Time, vmax: float = 4.0) -> tuple[Table, u.Quantity, u.Quantity]:
-    """Catalogue stars to ``vmax`` and their alt, az at ``times`` (arrays n_times x n_stars)."""
+    """Catalogue stars to ``vmax`` and their apparent (refracted) alt, az at ``times`` (n_times x n_stars)."""
     stars = bright_stars(vmax)
-    alt, az = star_altaz(skycoord(stars), _site(site), times)
+    times = Time(times)
+    epoch = times if times.ndim == 0 else times.ravel()[0]        # proper motion to the night of observation
+    alt, az = star_altaz(skycoord(stars, epoch), _site(site), times, pressure=site_pressure(site))
     return stars, alt, az
 
 

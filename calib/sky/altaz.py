@@ -3,8 +3,11 @@
 One vectorised ``SkyCoord.transform_to`` per batch of times (broadcast times x stars),
 with astropy's IERS auto-download switched off for the duration: the bundled IERS-B
 table (astropy-iers-data) covers observation times up to its end date; later times raise
-a clear error instead of triggering a download.  Refraction is not applied (pressure 0):
-pointing and optics modules work with geometric (vacuum) directions.
+a clear error instead of triggering a download.  By default refraction is not applied
+(pressure 0, geometric directions); with the site's ``pressure`` (and temperature, humidity,
+wavelength) the apparent, refracted place is returned (astropy/ERFA refraction model), which is
+what a telescope pointed at a star actually sees: about 2.5 arcmin at 20 deg elevation at 2200 m,
+far above the arcsecond precision of a pointing model.
 """
 from __future__ import annotations
 
@@ -38,11 +41,13 @@ def iers_time_range() -> tuple[Time, Time]:
     return Time(table["MJD"][0], format="mjd"), Time(table["MJD"][-1], format="mjd")
 
 
-def star_altaz(stars: SkyCoord, location: EarthLocation, times: Time) -> tuple[u.Quantity, u.Quantity]:
+def star_altaz(stars: SkyCoord, location: EarthLocation, times: Time, pressure=0 * u.hPa,
+               temperature=10 * u.deg_C, relative_humidity: float = 0.3,
+               obswl=0.55 * u.um) -> tuple[u.Quantity, u.Quantity]:
     """Altitude and azimuth (N through E) of ``stars`` at ``times``: arrays (n_times, n_stars).
 
     One broadcast transform; raises CalibrationError for times outside the bundled IERS table
-    or for stars with NaN coordinates.
+    or for stars with NaN coordinates.  ``pressure`` > 0 gives the refracted (apparent) place.
     """
     times = Time(times)
     times = times.reshape(-1) if times.ndim else times.reshape(1)
@@ -59,6 +64,8 @@ def star_altaz(stars: SkyCoord, location: EarthLocation, times: Time) -> tuple[u
             f"{bad.sum()} catalogue star(s) have no valid RA/Dec (indices {np.flatnonzero(bad)[:10].tolist()}); "
             "remove them before computing horizontal positions")
     with offline_iers():
-        frame = AltAz(obstime=times[:, None], location=location, pressure=0 * u.hPa)
+        frame = AltAz(obstime=times[:, None], location=location, pressure=u.Quantity(pressure, u.hPa),
+                      temperature=u.Quantity(temperature).to(u.deg_C, equivalencies=u.temperature()),
+                      relative_humidity=relative_humidity, obswl=u.Quantity(obswl, u.um))
         horizontal = stars.reshape(1, -1).transform_to(frame)
     return horizontal.alt.to(u.deg), horizontal.az.to(u.deg)

@@ -62,3 +62,16 @@ def test_contract(tmp_path):
     assert ev.passed, ev.metrics
     table["relative_throughput"][0] *= 1.05
     assert not O.CONTRACT.check(table, path).passed
+
+
+def test_bad_source_and_geometry_raise():
+    arr, src, q = _sim(2, 10)
+    for intensity in (0.0, np.nan, -1.0):
+        with pytest.raises(CalibrationError, match="intensity"):
+            O.throughputs(q, intensity, src, arr["position"], arr["mirror_area"])
+    bad_src = src.copy()
+    bad_src[4, 2] = np.nan
+    with pytest.raises(CalibrationError, match="NaN"):
+        O.throughputs(q, 3.5e8, bad_src, arr["position"], arr["mirror_area"])
+    with pytest.raises(CalibrationError, match="distances"):
+        O.throughputs(q, 3.5e8, arr["position"], arr["position"], arr["mirror_area"])

@@ -65,6 +65,10 @@ def test_bad_input():
         C.flux_bias(1.2)
     with pytest.raises(CalibrationError):
         C.light_weighted_transmission([0, 1, 2], [0, np.nan, 0], 100.0)
+    with pytest.raises(CalibrationError, match="grid"):       # a decreasing / negative energy grid
+        C.correct_energy([100.0], np.array([0.8, 0.9]), np.array([1000.0, -10.0]))
+    with pytest.raises(CalibrationError, match="grid"):
+        C.corrected_effective_area([100.0], np.array([10.0, 5.0]), np.array([1.0, 2.0]), 0.9)
 
 
 def test_contract(tmp_path):
@@ -75,3 +79,14 @@ def test_contract(tmp_path):
     # without the correction the check fails: use the uncorrected flux as the result
     table["flux_corrected"] = table["flux_uncorrected"]
     assert not C.CONTRACT.check(table, path).passed
+
+
+def test_untrusted_transmission_is_flagged(tmp_path):
+    """A thick layer (T-bar < 0.65) is flagged in the output, not silently corrected."""
+    import h5py
+    path = C.CONTRACT.sample(tmp_path, 1)
+    with h5py.File(path, "r+") as f:
+        f["lidar_vaod"][...] = f["lidar_vaod"][()] * 5.0      # VAOD ~ 1.1: T-bar ~ 0.3
+    table = C.CONTRACT.run(path, tmp_path / "thick.ecsv", {})
+    assert np.all(np.asarray(table["tbar"]) < C.TRUSTED_TRANSMISSION)
+    assert not np.any(table["trusted"])

@@ -66,6 +66,11 @@ def test_telescope_without_rate_is_flagged_and_excluded(runs):
     assert np.all(res["flag"][:, 3] & ctc.CTCFlag.NO_RATE)
     assert res["flag"][5, 7] & ctc.CTCFlag.NO_RATE and res["flag"][2, 1] & ctc.CTCFlag.NO_EFFICIENCY
     assert np.all(np.isnan(res["t"][:, 3])) and res["n_telescopes"][5] == 14
+    # a telescope dead in every reference run cannot be normalised: flagged, excluded everywhere
+    counts[sim["reference"], 9] = 0.0
+    res = ctc.cherenkov_transparency(counts, sim["duration_s"], sim["zenith_deg"], mu, sim["gain"],
+                                     sim["reference"])
+    assert np.all(res["flag"][:, 9] & ctc.CTCFlag.NO_REFERENCE) and np.all(np.isnan(res["t"][:, 9]))
     assert np.all(np.isfinite(res["ctc"]))
 
 

@@ -179,3 +179,17 @@ def test_raman_backscatter_and_lidar_ratio():
     assert np.mean(beta) / np.mean(sim["beta_aer"][bl]) == pytest.approx(1.0, abs=0.03)
     s_a = np.nanmean(res.alpha_aer[:, bl]) / np.mean(beta)
     assert s_a == pytest.approx(50.0, rel=0.05)
+
+
+def test_dead_elastic_channel_is_flagged_not_inverted():
+    """No elastic light at the reference range: Klett-Fernald is NaN and flagged; Raman still works."""
+    sim = simulate_lidar(CFG, CLEAR, 2, np.random.default_rng(6))
+    dead = np.random.default_rng(7).poisson(CFG.n_shots * CFG.background_elastic, sim["elastic"].shape)
+    res = retrieve(dead.astype(float), sim["raman"], CFG, pretrigger_elastic=sim["pretrigger_elastic"],
+                   pretrigger_raman=sim["pretrigger_raman"])
+    assert np.all(np.isnan(res.beta_aer_klett))
+    assert np.all(res.flag & LidarFlag.NO_ELASTIC_REFERENCE)
+    i = np.searchsorted(CFG.ranges_m, 2500.0)
+    assert np.all(np.isfinite(res.alpha_aer[:, i]))
+    # a normal elastic channel is not flagged
+    assert not np.any(_retrieve(sim).flag & LidarFlag.NO_ELASTIC_REFERENCE)

@@ -86,3 +86,15 @@ def test_bad_input():
     with pytest.raises(CalibrationError):
         m.MolecularProfile.from_table(Table({"altitude": [0, 1, 2] * u.m, "temperature": [280, np.nan, 270] * u.K,
                                              "pressure": [1e5, 9e4, 8e4] * u.Pa}))
+
+
+def test_extrapolation_below_and_above_the_profile_in_one_call():
+    """Each side of a measured profile is extrapolated from its own end level, also in one call."""
+    z = np.arange(2000.0, 30001.0, 500.0)
+    t, p = m.us76_temperature_pressure(z * u.m)
+    prof = m.MolecularProfile(z, t.value * 1.02, p.value * 0.99)
+    both = prof.temperature_at([1000.0, 40000.0] * u.m).value
+    t_us = m.us76_temperature_pressure([1000.0, 40000.0] * u.m)[0].value
+    assert both == pytest.approx(1.02 * t_us, rel=1e-9)       # the 2 % offset of both end levels
+    assert prof.pressure_at([1000.0, 40000.0] * u.m).value == pytest.approx(
+        0.99 * m.us76_temperature_pressure([1000.0, 40000.0] * u.m)[1].value, rel=1e-9)

@@ -71,3 +71,9 @@ def test_contract_sample_run_check(tmp_path):
     assert result["plate_scale"].unit == u.mm / u.deg and "module" in result.meta
     evidence = dm.CONTRACT.check(result, path)
     assert evidence.passed, evidence.metrics
+
+
+def test_zero_or_nan_centroid_errors_are_refused(sample):
+    for bad in (0.0, np.nan, -0.1):
+        with pytest.raises(CalibrationError, match="uncertainties must be finite and positive"):
+            dm.fit_plate_scale(sample["theta_x"], sample["theta_y"], sample["x"], sample["y"], bad * u.mm)

@@ -126,5 +126,44 @@ def test_no_iers_download_at_run_time(monkeypatch):
     monkeypatch.setattr(iers.IERS_Auto, "iers_table", None)  # force a fresh table lookup
     alt, az = star_altaz(skycoord(bright_stars(2.0)), CTAO_SOUTH, Time("2025-03-16T03:00:00") + [0, 1] * u.hour)
     assert alt.shape[0] == 2 and np.all(np.isfinite(alt))
+    from calib.sky.altaz import iers_time_range
+    # beyond the end of whatever IERS-B table is installed (not a fixed date: no time bomb)
     with pytest.raises(CalibrationError, match="IERS"):
-        star_altaz(skycoord(bright_stars(2.0)), CTAO_SOUTH, Time("2031-01-01T00:00:00"))
+        star_altaz(skycoord(bright_stars(2.0)), CTAO_SOUTH, iers_time_range()[1] + 30 * u.day)
+
+
+def test_catalogue_positions_move_by_their_proper_motion():
+    """alpha Cen (HR 5459, 3.7 arcsec/yr) moves 93 arcsec from J2000 to 2025.2: it must not be ignored."""
+    from astropy.time import Time
+
+    from calib.sky.catalog import bright_stars, skycoord
+
+    stars = bright_stars(1.0)
+    epoch = Time("2025-03-15T00:00:00")
+    moved = skycoord(stars, epoch).separation(skycoord(stars)).to_value(u.arcsec)
+    years = epoch.tdb.jyear - 2000.0
+    expected = years * np.hypot(stars["pm_ra"].quantity, stars["pm_dec"].quantity).to_value(u.arcsec / u.yr)
+    assert np.allclose(moved, expected, rtol=2e-3, atol=0.05)
+    assert moved[stars["hr"] == 5459][0] > 90
+
+
+@pytest.mark.filterwarnings("ignore:ERFA function")
+def test_true_positions_are_refracted_for_the_site_pressure():
+    """Apparent elevation = geometric + R cot(E), R ~ 58.3" (p/1010 hPa)(283 K/T), ~45" at 2200 m."""
+    from astropy.time import Time
+
+    from calib.pointing.simulation import site_pressure
+    from calib.sky.altaz import star_altaz
+    from calib.sky.catalog import bright_stars, skycoord
+    from calib.sky.sites import CTAO_NORTH
+
+    stars, t = skycoord(bright_stars(2.5)), Time("2025-03-15T23:00:00")
+    p = site_pressure("north")
+    assert 770 < p.to_value(u.hPa) < 790
+    alt0, az0 = star_altaz(stars, CTAO_NORTH, t)
+    alt1, az1 = star_altaz(stars, CTAO_NORTH, t, pressure=p, temperature=10 * u.deg_C)
+    sel = (alt0[0] > 25 * u.deg) & (alt0[0] < 80 * u.deg)
+    r0 = ((alt1 - alt0)[0, sel] * np.tan(alt0[0, sel])).to_value(u.arcsec)
+    expected = 58.3 * p.to_value(u.hPa) / 1010.0 * 283.0 / 283.15      # Meeus / Saemundsson at 10 C
+    assert np.all(np.abs(r0 / expected - 1) < 0.04)
+    assert np.max(np.abs((az1 - az0)[0, sel]).to_value(u.arcsec)) < 0.5

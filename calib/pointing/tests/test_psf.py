@@ -105,3 +105,12 @@ def test_contract_sample_run_check(tmp_path):
     evidence = psf.CONTRACT.check(result, path)
     assert evidence.passed, evidence.metrics
     assert abs(result.meta["gauss_sigma_on_axis_mm"] / 8.0 - 1) < 0.02
+
+
+def test_r80_curve_refuses_nan_and_unphysical_on_axis_value():
+    theta = np.linspace(0.4, 1.5, 20)
+    r80 = np.sqrt(-4.0 + 30.0 * theta**2)          # extrapolates to r80^2(0) = -4 mm^2
+    with pytest.raises(CalibrationError, match="not positive"):
+        psf.fit_r80_curve(theta * u.deg, r80 * u.mm)
+    with pytest.raises(CalibrationError, match="NaN"):
+        psf.fit_r80_curve(theta * u.deg, np.r_[np.nan, r80[1:]] * u.mm)

@@ -1,0 +1,212 @@
+"""HDF5 files of simulated camera runs: waveforms or window charges with their truth beside.
+
+Layout (h5py), format ``cta-icd-camera-sim`` version 1::
+
+    /            attrs: format, format_version, run_type, seed, n_events, window, nsb,
+                        intensity_jitter
+    /camera      attrs: scalar truth (name, n_pixels, n_samples, n_gains, sampling_rate_ghz,
+                        saturation_adc, ...); datasets: per-pixel truth arrays, each with
+                        an attribute ``unit``
+    /events      datasets: waveforms (n_events, n_gains, n_pixels, n_samples) float32 [adc]
+                           and/or charge (n_events, n_gains, n_pixels) float32 [adc],
+                           true_pe, true_charge, true_time, flasher_intensity
+
+``write_run`` writes a ``SimRun``; ``write_run_chunks`` streams ``iter_waveforms`` chunks
+into a resizable dataset (bounded memory for long runs); ``read_run`` reads it back
+(optionally a slice of events) and raises ``CalibrationError`` with a readable sentence
+on a missing, truncated or foreign file.
+"""
+from __future__ import annotations
+
+from dataclasses import MISSING, fields
+from pathlib import Path
+from typing import Iterable
+
+import astropy.units as u
+import h5py
+import numpy as np
+
+import calib.camera  # noqa: F401  (enables the adc unit)
+from calib.camera.simulation import CameraTruth, SimRun
+from calib.contract import CalibrationError
+
+__all__ = ["write_run", "write_run_chunks", "read_run", "read_camera", "FORMAT", "FORMAT_VERSION"]
+
+FORMAT = "cta-icd-camera-sim"
+FORMAT_VERSION = 1
+_EVENT_ARRAYS = ("waveforms", "charge", "true_pe", "true_charge", "true_time", "flasher_intensity")
+
+
+def _write_camera(grp: h5py.Group, cam: CameraTruth) -> None:
+    for f in fields(CameraTruth):
+        v = getattr(cam, f.name)
+        if f.name == "extra":
+            continue
+        if isinstance(v, u.Quantity):
+            if v.isscalar:
+                grp.attrs[f.name] = float(v.value)
+                grp.attrs[f.name + "__unit"] = str(v.unit)
+            else:
+                d = grp.create_dataset(f.name, data=np.asarray(v.value))
+                d.attrs["unit"] = str(v.unit)
+        elif isinstance(v, np.ndarray):
+            grp.create_dataset(f.name, data=v)
+        else:
+            grp.attrs[f.name] = v
+
+
+def _read_camera(grp: h5py.Group) -> CameraTruth:
+    kw = {}
+    for f in fields(CameraTruth):
+        if f.name == "extra":
+            continue
+        if f.name in grp:
+            d = grp[f.name]
+            data = d[()]
+            unit = d.attrs.get("unit")
+            kw[f.name] = data * u.Unit(unit) if unit is not None else data
+        elif f.name in grp.attrs:
+            v = grp.attrs[f.name]
+            unit = grp.attrs.get(f.name + "__unit")
+            if unit is not None:
+                v = float(v) * u.Unit(unit)
+            elif isinstance(v, np.generic):
+                v = v.item()
+            kw[f.name] = v
+    missing = [f.name for f in fields(CameraTruth)
+               if f.name not in kw and f.default is MISSING and f.default_factory is MISSING]
+    if missing:
+        raise CalibrationError(f"the camera truth in the file lacks {', '.join(missing)}")
+    return CameraTruth(**kw)
+
+
+def _write_header(fh: h5py.File, run: SimRun, n_events: int) -> None:
+    fh.attrs["format"] = FORMAT
+    fh.attrs["format_version"] = FORMAT_VERSION
+    fh.attrs["run_type"] = run.run_type
+    fh.attrs["seed"] = int(run.seed)
+    fh.attrs["n_events"] = int(n_events)
+    fh.attrs["window"] = -1 if run.window is None else int(run.window)
+    fh.attrs["nsb"] = bool(run.nsb)
+    fh.attrs["intensity_jitter"] = float(run.intensity_jitter)
+    _write_camera(fh.create_group("camera"), run.camera)
+
+
+def write_run(path, run: SimRun, compression: str | None = None) -> Path:
+    """Write a simulated run (waveforms and/or charges) with its full truth to HDF5.
+
+    ``compression``: an h5py filter for the event arrays (e.g. "lzf", "gzip"), default none.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with h5py.File(path, "w") as fh:
+        _write_header(fh, run, run.n_events)
+        ev = fh.create_group("events")
+        for name in _EVENT_ARRAYS:
+            v = getattr(run, name)
+            if v is None:
+                continue
+            if name == "waveforms":
+                chunks = (1,) + v.shape[1:]
+                ev.create_dataset(name, data=v, chunks=chunks, compression=compression)
+            else:
+                ev.create_dataset(name, data=v, compression=compression)
+    return path
+
+
+def write_run_chunks(path, chunks: Iterable[SimRun], n_events: int) -> Path:
+    """Stream waveform chunks (e.g. ``iter_waveforms(...)``) of a run of ``n_events`` to HDF5."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    done = 0
+    with h5py.File(path, "w") as fh:
+        ev = None
+        for run in chunks:
+            n = run.n_events
+            if ev is None:
+                _write_header(fh, run, n_events)
+                ev = fh.create_group("events")
+                for name in _EVENT_ARRAYS:
+                    v = getattr(run, name)
+                    if v is not None:
+                        chunk = (1,) + v.shape[1:] if name == "waveforms" else None
+                        ev.create_dataset(name, shape=(n_events,) + v.shape[1:], dtype=v.dtype,
+                                          chunks=chunk)
+            for name in _EVENT_ARRAYS:
+                v = getattr(run, name)
+                if v is not None:
+                    ev[name][done:done + n] = v
+            done += n
+        if done != n_events:
+            raise CalibrationError(f"the chunks held {done} events, {n_events} were announced")
+    return path
+
+
+def _open(path) -> h5py.File:
+    path = Path(path)
+    if not path.is_file():
+        raise CalibrationError(f"simulated run file {path} does not exist")
+    try:
+        fh = h5py.File(path, "r")
+    except OSError as exc:
+        raise CalibrationError(
+            f"{path} is not a readable HDF5 file (wrong format or truncated): {exc}") from exc
+    if fh.attrs.get("format") != FORMAT:
+        fh.close()
+        raise CalibrationError(f"{path} is not a camera simulation file (format attribute "
+                               f"is not {FORMAT!r})")
+    if int(fh.attrs.get("format_version", -1)) != FORMAT_VERSION:
+        fh.close()
+        raise CalibrationError(f"{path} has format version {fh.attrs.get('format_version')}, "
+                               f"this reader understands {FORMAT_VERSION}")
+    return fh
+
+
+def read_camera(path) -> CameraTruth:
+    """Only the camera truth of a simulated run file."""
+    with _open(path) as fh:
+        if "camera" not in fh:
+            raise CalibrationError(f"{path} holds no camera truth (group /camera missing)")
+        return _read_camera(fh["camera"])
+
+
+def read_run(path, events: slice | None = None) -> SimRun:
+    """Read a simulated run (optionally a slice of its events) with its camera truth.
+
+    Raises CalibrationError when the file is missing, not HDF5, truncated, of another
+    format, or when its arrays disagree in shape with the camera truth.
+    """
+    sel = slice(None) if events is None else events
+    try:
+        with _open(path) as fh:
+            if "camera" not in fh or "events" not in fh:
+                raise CalibrationError(f"{path} lacks the /camera or /events group: not a complete run")
+            cam = _read_camera(fh["camera"])
+            ev = fh["events"]
+            data = {name: ev[name][sel] for name in _EVENT_ARRAYS if name in ev}
+            attrs = dict(fh.attrs)
+    except CalibrationError:
+        raise
+    except (OSError, KeyError, ValueError, TypeError) as exc:
+        raise CalibrationError(f"{path} could not be read completely (truncated or damaged "
+                               f"file?): {exc}") from exc
+    if "waveforms" not in data and "charge" not in data:
+        raise CalibrationError(f"{path} holds neither waveforms nor charges")
+    missing = [name for name in ("true_pe", "flasher_intensity") if name not in data]
+    if missing:
+        raise CalibrationError(f"{path} lacks the truth arrays {', '.join(missing)}")
+    n = data["true_pe"].shape[0]
+    expect = {"waveforms": (n, cam.n_gains, cam.n_pixels, cam.n_samples),
+              "charge": (n, cam.n_gains, cam.n_pixels),
+              "true_pe": (n, cam.n_pixels), "flasher_intensity": (n,)}
+    for name, shape in expect.items():
+        if name in data and data[name].shape != shape:
+            raise CalibrationError(f"{path}: {name} has shape {data[name].shape}, the camera "
+                                   f"truth implies {shape}")
+    window = int(attrs.get("window", -1))
+    return SimRun(camera=cam, run_type=str(attrs["run_type"]), seed=int(attrs["seed"]),
+                  true_pe=data["true_pe"], flasher_intensity=data["flasher_intensity"],
+                  waveforms=data.get("waveforms"), charge=data.get("charge"),
+                  true_charge=data.get("true_charge"), true_time=data.get("true_time"),
+                  window=None if window < 0 else window, nsb=bool(attrs.get("nsb", True)),
+                  intensity_jitter=float(attrs.get("intensity_jitter", 0.0)))

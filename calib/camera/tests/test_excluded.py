@@ -1,0 +1,75 @@
+"""Tests of the excluded-pixel flags (I-DATA-xST-0112)."""
+import numpy as np
+import pytest
+
+from calib.camera.chain import calibrate_runs
+from calib.camera.excluded import (
+    CONTRACT,
+    ExclusionReason,
+    exclusion_bits,
+    excluded_pixels_table,
+    reasons_of,
+)
+from calib.camera.simulation import make_camera, simulate_waveforms
+from calib.contract import CalibrationError
+
+
+def test_bits_combine_masks_per_gain():
+    a = np.array([True, False, False, False])
+    b = np.array([[False, True, False, False], [False, False, True, False]])
+    bits = exclusion_bits(4, 2, pedestal_std=a, time=b, gain=None)
+    assert bits.shape == (2, 4)
+    assert bits[0].tolist() == [2, 32, 0, 0] and bits[1].tolist() == [2, 0, 32, 0]
+    t = excluded_pixels_table(bits)
+    assert t["exclusion_bits"].tolist() == [2, 32, 32, 0]
+    assert t["excluded"].tolist() == [True, True, True, False]
+    assert t["outlier_mask"].shape == (4, 2)
+    assert reasons_of(34) == ["PEDESTAL_STD", "TIME"]
+    assert t.meta["exclusion_bits"] and "FLATFIELD_MEDIAN" in t.meta["exclusion_bits"]
+
+
+def test_validity_threshold_at_ten_percent():
+    bits = np.zeros((1, 100), np.uint16)
+    bits[0, :9] = ExclusionReason.GAIN
+    assert excluded_pixels_table(bits).meta["is_valid"] is True
+    bits[0, 9] = ExclusionReason.TIME  # 10 % faulty: invalid
+    t = excluded_pixels_table(bits)
+    assert t.meta["is_valid"] is False and t.meta["faulty_fraction"] == pytest.approx(0.1)
+
+
+def test_bad_masks_raise():
+    with pytest.raises(CalibrationError, match="shape"):
+        exclusion_bits(4, 1, time=np.zeros(5, bool))
+    with pytest.raises(CalibrationError, match="unknown exclusion reason"):
+        exclusion_bits(4, 1, cosmic_ray=np.zeros(4, bool))
+
+
+@pytest.fixture(scope="module")
+def lst_chain():
+    cam = make_camera("lst", seed=0)
+    ff = simulate_waveforms(cam, "flatfield", 400, seed=1)
+    ped = simulate_waveforms(cam, "pedestal", 300, seed=2)
+    return cam, calibrate_runs(ped.waveforms, ff.waveforms, cam)
+
+
+def test_flagged_pixels_are_exactly_dead_and_noisy(lst_chain):
+    """LST camera from waveforms: 7 dead + 7 noisy pixels among 1,855, no more, no less."""
+    cam, res = lst_chain
+    union = np.bitwise_or.reduce(res["exclusion_bits"], axis=0)
+    truth = cam.dead | cam.noisy
+    assert truth.sum() == 14
+    np.testing.assert_array_equal(union != 0, truth)
+    # the reasons make sense: a dead pixel has no flat-field signal, a noisy one a wide pedestal
+    assert np.all(union[cam.dead] & ExclusionReason.FLATFIELD_MEDIAN)
+    assert np.all(union[cam.dead] & ExclusionReason.GAIN)
+    assert np.all(union[cam.noisy] & ExclusionReason.PEDESTAL_STD)
+    t = excluded_pixels_table(res["exclusion_bits"])
+    assert t.meta["is_valid"] is True and t.meta["n_excluded"] == 14
+
+
+def test_contract_sample_run_check(tmp_path):
+    path = CONTRACT.sample(tmp_path, 0)
+    table = CONTRACT.run(path, tmp_path / "excluded.ecsv", {})
+    assert table.meta["module"] == "calib.camera.excluded"
+    ev = CONTRACT.check(table, path)
+    assert ev.passed, ev.to_dict()
