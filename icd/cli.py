@@ -119,6 +119,8 @@ def load_valid(ctx: typer.Context, local: Optional[Path], *, check_modules: bool
 def load_evidence(path: Path) -> dict[str, Any]:
     try:
         return evidence_store.load(path)
+    except UnicodeDecodeError:
+        fail(f"{path}: not a readable evidence file (not UTF-8 text); `icd run` writes one", EXIT_INVALID)
     except ValueError as exc:
         fail(str(exc), EXIT_INVALID)
     except (TypeError, AttributeError, KeyError) as exc:
@@ -218,16 +220,18 @@ def list_(
         from rich.console import Console
         from rich.table import Table
 
-        table = Table(title=f"{len(rows)} interfaces", show_lines=False)
-        for h in headers:
-            if h == "title":
-                table.add_column(h, overflow="fold", ratio=1, min_width=16)
-            else:
-                table.add_column("status" if h == "stage_status" else h, no_wrap=True)
+        console = Console()
+        # every column may wrap (a column that may not would squeeze the title out of a narrow
+        # terminal); below 110 columns the ICD, category and level are left out (`--json` or a pipe has them)
+        shown = [h for h in headers if console.width >= 110 or h not in ("icd", "level", "category")]
+        table = Table(title=f"{len(rows)} interfaces", show_lines=False, pad_edge=False)
+        for h in shown:
+            ratio, min_width = {"title": (3, 14), "code": (2, 15)}.get(h, (1, None))
+            table.add_column("status" if h == "stage_status" else h, overflow="fold", ratio=ratio, min_width=min_width)
         for r in rows:
             code = r["code"] + (" (provisional)" if r["provisional"] else "")
-            table.add_row(code, *(str(r[h]) for h in headers[1:]))
-        Console().print(table)
+            table.add_row(*(code if h == "code" else str(r[h]) for h in shown))
+        console.print(table)
     else:
         typer.echo("\t".join(headers))
         for r in rows:

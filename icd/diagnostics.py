@@ -17,3 +17,9 @@ class Diagnostic:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def duplicate_key(file: str, line: int, column: int, key: object, first_line: int) -> Diagnostic:
+    """A key given twice in one mapping (the same words from the fast reader and from libyaml's)."""
+    return Diagnostic(file, line, column, f"duplicate key '{key}' (first defined at line {first_line}); "
+                      "YAML would silently keep only the last one", "duplicate-key")

@@ -24,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from .diagnostics import Diagnostic
+from .diagnostics import Diagnostic, duplicate_key
 
 _RESOLVERS = yaml.resolver.Resolver.yaml_implicit_resolvers
 _WILDCARD = _RESOLVERS.get(None, [])
@@ -33,7 +33,31 @@ _MERGE = "tag:yaml.org,2002:merge"
 _SIMPLE_KEY = re.compile(r"([A-Za-z_][A-Za-z0-9_.\-]*):(?: +|$)")
 _FLOW_SIMPLE = re.compile(r"[^'\"#\[\]{}]*")
 _PAIR = re.compile(r"([A-Za-z_][A-Za-z0-9_.\-]*): +([A-Za-z0-9_.~][^:#'\"\[\]{}]*)")
+# what libyaml rejects (non-printable characters) or reads as a line break (NEL, LS, PS), and BOMs
+_NOT_PLAIN_TEXT = re.compile("[^\n\x20-\x7e\xa0-\u2027\u202a-\ud7ff\ue000-\ufefe\uff00-\ufffd\U00010000-\U0010ffff]")
 _SIMPLE_VALUE = re.compile(r"[A-Za-z0-9_.~][^:#'\"\[\]{}]*")
+
+
+_ASCII_CONTROL = bytes(range(0, 10)) + bytes(range(11, 32)) + b"\x7f"
+
+
+def _unusual_characters(text: str) -> bool:
+    """Characters libyaml rejects or reads as line breaks (see _NOT_PLAIN_TEXT); fast for ASCII."""
+    if text.isascii():
+        raw = text.encode("ascii")
+        return len(raw.translate(None, _ASCII_CONTROL)) != len(raw)
+    return _NOT_PLAIN_TEXT.search(text) is not None
+
+
+def _flow_plain_bad(s: str) -> bool:
+    """True unless ``s`` is surely one plain scalar inside a flow collection.
+
+    In flow context libyaml reads '?' always as a key indicator and ':' as a value
+    indicator far more often than in block context, '- ' is an error and ' #' starts a
+    comment that hides the closing bracket: leave all of those to libyaml.
+    """
+    return (not s or s[0] in _PLAIN_START_BAD or s[0] == "?" or (s[0] == "-" and s[1:2] in ("", " "))
+            or ":" in s or " #" in s)
 
 
 class Unsupported(Exception):
@@ -84,8 +108,8 @@ def parse(text: str, path: str, record: bool = True) -> tuple[Any, dict, dict, l
     dictionaries are partial): use it through ``LazyPositions``, which reads them again
     when a diagnostic needs them.
     """
-    if "\t" in text or "\r" in text or "\x00" in text or text.startswith("\ufeff"):
-        raise Unsupported("tabs, carriage returns or BOM")
+    if "\t" in text or "\r" in text or text.startswith("\ufeff") or _unusual_characters(text):
+        raise Unsupported("tabs, carriage returns, BOM, control characters or other line breaks")
     if not record:
         try:
             return _Reader(text, path, record=False).run()
@@ -225,7 +249,8 @@ class _Reader:
                 rest = content[rcol:]
                 if rest and rest[0] == "#":
                     rest = ""
-                    rcol = len(content)
+                if not rest:  # an empty value stands right after the colon (as libyaml places it)
+                    rcol = m.end(1) + 1
                 if key == "<<":
                     raise Unsupported("merge key")
                 key = self.plain(key)
@@ -245,9 +270,7 @@ class _Reader:
                 raise _NeedPositions()
             if duplicate:
                 first_line = keys[kloc][0]
-                self.diags.append(Diagnostic(self.path, kpos[0], kpos[1],
-                                             f"duplicate key '{key}' (first defined at line {first_line}); "
-                                             "YAML would silently keep only the last one", "duplicate-key"))
+                self.diags.append(duplicate_key(self.path, kpos[0], kpos[1], key, first_line))
                 # parse the value anyway (to advance) but keep the first one
                 saved_v, saved_k, n_diags = self.values, self.keys, len(self.diags)
                 self.values, self.keys = {}, {}
@@ -336,7 +359,7 @@ class _Reader:
                 rest = content[end + 1:].lstrip(" ")
                 if rest.startswith("#"):
                     rest = ""
-                return text, 0, rest, len(content) - len(rest)
+                return text, 0, rest, len(content) - len(rest) if rest else end + 1
             return None
         if c0 in "[{?":
             return None
@@ -361,7 +384,7 @@ class _Reader:
         rest = content[k + 1:].lstrip(" ")
         if rest.startswith("#"):
             rest = ""
-        return self.plain(raw_key), 0, rest, len(content) - len(rest)
+        return self.plain(raw_key), 0, rest, len(content) - len(rest) if rest else k + 1
 
     def quoted(self, text: str, start: int) -> tuple[str, int]:
         """A quoted scalar starting at ``text[start]``: (value, index after the closing quote)."""
@@ -467,7 +490,7 @@ class _Reader:
                 k = s.find(": ")
                 if k == -1:
                     raise Unsupported("flow mapping item without ': '")
-                key = self.plain(s[:k].rstrip(" ")) if s[0] not in _PLAIN_START_BAD else None
+                key = None if _flow_plain_bad(s[:k].rstrip(" ")) else self.plain(s[:k].rstrip(" "))
                 if key is None:
                     raise Unsupported("flow key")
                 vtext = s[k + 1:]
@@ -479,9 +502,7 @@ class _Reader:
             kpos = (i + 1, col + off + 1)
             if key in mapping:
                 first = self.keys[kloc]
-                self.diags.append(Diagnostic(self.path, kpos[0], kpos[1],
-                                             f"duplicate key '{key}' (first defined at line {first[0]}); "
-                                             "YAML would silently keep only the last one", "duplicate-key"))
+                self.diags.append(duplicate_key(self.path, kpos[0], kpos[1], key, first[0]))
                 continue
             self.keys[kloc] = kpos
             mapping[key] = self.flow_scalar(vs, i, col + voff, kloc)
@@ -502,7 +523,7 @@ class _Reader:
             out = []
             for idx, item in enumerate(inner.split(",")):
                 s = item.strip(" ")
-                if not s or s[0] in "-?:" and s[1:2] in ("", " ") or s.endswith(":"):
+                if _flow_plain_bad(s):  # (also "a: b", which in a flow sequence is a one-pair mapping)
                     raise Unsupported("flow item")
                 values[loc + (idx,)] = (line, off + len(item) - len(item.lstrip(" ")))
                 out.append(plain(s))
@@ -513,19 +534,17 @@ class _Reader:
         for item in inner.split(","):
             s = item.strip(" ")
             k = s.find(": ")
-            if k <= 0 or s[0] in "-?:" and s[1:2] in ("", " "):
+            if k <= 0 or _flow_plain_bad(s[:k].rstrip(" ")):
                 raise Unsupported("flow mapping item")
             kcol = off + len(item) - len(item.lstrip(" "))
             key = plain(s[:k].rstrip(" "))
             v = s[k + 1:].lstrip(" ")
-            if not v or v[0] in "-?:" and v[1:2] in ("", " ") or v.endswith(":"):
+            if _flow_plain_bad(v):
                 raise Unsupported("flow value")
             kloc = loc + (key,)
             if key in mapping:
                 first = keys[kloc]
-                self.diags.append(Diagnostic(self.path, line, kcol,
-                                             f"duplicate key '{key}' (first defined at line {first[0]}); "
-                                             "YAML would silently keep only the last one", "duplicate-key"))
+                self.diags.append(duplicate_key(self.path, line, kcol, key, first[0]))
                 off += len(item) + 1
                 continue
             keys[kloc] = (line, kcol)
@@ -542,7 +561,7 @@ class _Reader:
             out = []
             for item in inner.split(","):
                 s = item.strip(" ")
-                if not s or s[0] in "-?:" and s[1:2] in ("", " ") or s.endswith(":"):
+                if _flow_plain_bad(s):  # (also "a: b", which in a flow sequence is a one-pair mapping)
                     raise Unsupported("flow item")
                 out.append(cache[s] if s in cache else plain(s))
             return out
@@ -550,12 +569,12 @@ class _Reader:
         for item in inner.split(","):
             s = item.strip(" ")
             k = s.find(": ")
-            if k <= 0 or s[0] in "-?:" and s[1:2] in ("", " "):
+            if k <= 0 or _flow_plain_bad(s[:k].rstrip(" ")):
                 raise Unsupported("flow mapping item")
             key = s[:k].rstrip(" ")
             key = cache[key] if key in cache else plain(key)
             v = s[k + 1:].lstrip(" ")
-            if not v or v[0] in "-?:" and v[1:2] in ("", " ") or v.endswith(":"):
+            if _flow_plain_bad(v):
                 raise Unsupported("flow value")
             if key in mapping:
                 raise _NeedPositions()
@@ -569,7 +588,7 @@ class _Reader:
                 raise Unsupported("text after a quoted scalar")
             self.values[loc] = (i + 1, col + 1)
             return value
-        if s[0] in _PLAIN_START_BAD or (s[0] in "-?:" and s[1:2] in ("", " ")) or ": " in s or s.endswith(":"):
+        if _flow_plain_bad(s):
             raise Unsupported("indicator in flow")
         self.values[loc] = (i + 1, col + 1)
         return self.plain(s)
@@ -604,6 +623,8 @@ class _Reader:
                 raise Unsupported("more-indented line in a folded scalar")
             lines.append(line[content_indent:])
             j += 1
+            if j == len(raw):  # the text ends without a line break: chomping differs, leave it to libyaml
+                raise Unsupported("block scalar on the last line without a line break")
         if content_indent is None or not lines or lines[0] == "":
             raise Unsupported("empty block scalar or leading blank line")
         while lines and lines[-1] == "":

@@ -18,7 +18,7 @@ try:  # the C parser is ~10x faster; fall back to pure Python if libyaml is abse
 except ImportError:  # pragma: no cover
     from yaml import SafeLoader as _Loader
 
-from .diagnostics import Diagnostic
+from .diagnostics import Diagnostic, duplicate_key
 
 Loc = tuple  # a path into the data: ("interfaces", 3, "tasks", 0, "due")
 
@@ -83,12 +83,7 @@ def load_yaml(path: str | Path, text: str | None = None) -> tuple[Any, Positions
     try:
         node = yaml.compose(text, Loader=_Loader)
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        problem = exc.problem or "invalid YAML"
-        context = f" {exc.context}" if exc.context else ""
-        msg = f"YAML syntax error: {problem}{context}"
-        raise YamlError([Diagnostic(path, line, col, msg, "yaml-syntax")]) from None
+        raise YamlError([syntax_error(path, text, exc)]) from None
     except yaml.YAMLError as exc:
         raise YamlError([Diagnostic(path, 1, 1, f"YAML error: {exc}", "yaml-syntax")]) from None
     values: dict[Loc, tuple[int, int]] = {}
@@ -98,6 +93,85 @@ def load_yaml(path: str | Path, text: str | None = None) -> tuple[Any, Positions
         return None, Positions(path, {(): (1, 1)}, {}), diags
     data = _convert(node, (), values, keys, diags, path)
     return data, Positions(path, values, keys), diags
+
+
+def syntax_error(path: str, text: str, exc: yaml.MarkedYAMLError) -> Diagnostic:
+    """libyaml's syntax error as a sentence, placed where the mistake most likely is.
+
+    libyaml stops where the text stops making sense, often lines after the mistake (an
+    unclosed quote or bracket swallows what follows): point at the quote, bracket or key
+    that started it and keep libyaml's own words in brackets.
+    """
+    pm, cm = exc.problem_mark, exc.context_mark
+    problem = exc.problem or "invalid YAML"
+    context = exc.context or ""
+    # libyaml words a few errors as context + problem ("expected a single document ..., but found another")
+    said = f"{problem} {context}".strip() if not context or context.startswith("while") else f"{context}, {problem}"
+    mark = pm or cm
+    line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+    fails_at = f"line {line}, column {col}"
+    hint = ""
+    quote, after_quote = _quotes_near(text, mark) if mark is not None else (None, False)
+    lines = text.split("\n")
+    at = lines[mark.line][mark.column:mark.column + 1] if mark is not None and mark.line < len(lines) else ""
+    if "tab character" in problem or at == "\t":
+        hint = "a tab character: indent with spaces only"
+    elif context == "while scanning a quoted scalar" and cm is not None:
+        line, col = cm.line + 1, cm.column + 1
+        hint = f"the quote opened here is never closed (the file ends at {fails_at})"
+    elif quote is not None:
+        line, col = quote
+        hint = ("this quoted value runs over several lines: is its closing quote missing? "
+                f"(YAML fails at {fails_at})")
+    elif after_quote:
+        hint = ("text after the closing quote of a value: to put a quote inside a quoted value, double it "
+                "('it''s') or use the other kind of quotes (\"it's\")")
+    elif context.startswith("while parsing a flow ") and cm is not None:
+        opening, closing = ("{", "}") if "mapping" in context else ("[", "]")
+        moved = (cm.line + 1, cm.column + 1) != (line, col)
+        line, col = cm.line + 1, cm.column + 1
+        hint = (f"the '{opening}' here is not closed by '{closing}', or a ',' is missing between its items"
+                + (f" (YAML fails at {fails_at})" if moved else ""))
+    elif problem == "could not find expected ':'" and cm is not None:
+        line, col = cm.line + 1, cm.column + 1
+        hint = "this line has no ':' after its key (write 'key: value')"
+    elif problem == "mapping values are not allowed in this context":
+        hint = ("a ':' where YAML does not expect one: check that this line is indented like the lines "
+                "above it, or put a value that contains ': ' in quotes")
+    elif "found another document" in problem:
+        hint = "a second YAML document ('---'): the registry is one document; remove the '---' line"
+    elif problem.startswith(("did not find expected key", "did not find expected '-'")):
+        hint = "this line is not aligned with the lines above it: check its indentation"
+    elif problem == "found undefined alias":
+        hint = "'*' starts a YAML alias: put a value that starts with '*' in quotes"
+    elif problem == "found character that cannot start any token" and at.strip():
+        hint = f"'{at}' cannot start a value: put the value in quotes"
+    msg = f"YAML syntax error: {hint} [YAML: {said}]" if hint else f"YAML syntax error: {said}"
+    return Diagnostic(path, line, col, msg, "yaml-syntax")
+
+
+def _quotes_near(text: str, mark) -> tuple[tuple[int, int] | None, bool]:
+    """What quoted values say about an error at ``mark``: the (line, column) of one that spans
+    several lines and ends near the error (the usual sign of a missing closing quote), or
+    None; and whether a one-line quoted value ends on the error's line just before it (a
+    quote inside quotes)."""
+    multi = last = None
+    try:
+        for token in yaml.scan(text, Loader=_Loader):
+            if (token.start_mark.line, token.start_mark.column) >= (mark.line, mark.column):
+                break  # the scanner reads on past the parser's error; what follows is not evidence
+            if isinstance(token, yaml.ScalarToken) and token.style in ("'", '"'):
+                last = token
+                if token.end_mark.line > token.start_mark.line:
+                    multi = token
+    except yaml.YAMLError:
+        pass
+    where = None
+    if multi is not None and multi.end_mark.line >= mark.line - 1:
+        where = (multi.start_mark.line + 1, multi.start_mark.column + 1)
+    after = (last is not None and last is not multi and last.end_mark.line == mark.line
+             and last.end_mark.column <= mark.column)
+    return where, after
 
 
 def _convert(node, loc, values, keys, diags, path):
@@ -121,9 +195,7 @@ def _convert(node, loc, values, keys, diags, path):
             kpos = (knode.start_mark.line + 1, knode.start_mark.column + 1)
             if key in out:
                 first = keys[loc + (key,)]
-                diags.append(Diagnostic(path, kpos[0], kpos[1],
-                                        f"duplicate key '{key}' (first defined at line {first[0]}); "
-                                        "YAML would silently keep only the last one", "duplicate-key"))
+                diags.append(duplicate_key(path, kpos[0], kpos[1], key, first[0]))
                 continue
             keys[loc + (key,)] = kpos
             out[key] = _convert(vnode, loc + (key,), values, keys, diags, path)

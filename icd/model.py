@@ -11,6 +11,7 @@ import re
 from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 STAGES: tuple[str, ...] = ("feedback", "data_structure", "algorithms", "integration", "partial_array_test")
 STAGE_TITLES: dict[str, str] = {
@@ -47,6 +48,14 @@ RelationType = Literal["follows", "precedes", "blocks", "blocked", "relates",
 Role = Literal["parent", "stage", "upstream"]
 
 _STRICT = ConfigDict(extra="forbid", frozen=False, str_strip_whitespace=True)
+
+
+def _not_bool(value: Any) -> Any:
+    """pydantic reads true/false as 1/0 where a number is expected; YAML reads yes/no/on/off as
+    true/false: so ``id: yes`` would silently become task #1.  Refuse a yes/no value there."""
+    if isinstance(value, bool):
+        raise PydanticCustomError("bool_not_number", "a number is expected, not a yes/no value")
+    return value
 
 
 class Person(BaseModel):
@@ -95,6 +104,8 @@ class Relation(BaseModel):
     task: int = Field(gt=0)
     delay: Optional[int] = None
 
+    _numbers = field_validator("task", "delay", mode="before")(_not_bool)
+
 
 class Task(BaseModel):
     """A Redmine task of an interface.
@@ -126,6 +137,8 @@ class Task(BaseModel):
     updated_on: Optional[dt.datetime] = None
     synced: Optional[dict[str, Any]] = Field(
         default=None, description="values at the last Redmine sync (written by `icd redmine`)")
+
+    _numbers = field_validator("id", "parent", "estimated_hours", "spent_hours", "done_ratio", mode="before")(_not_bool)
 
     @model_validator(mode="after")
     def _stage_role(self) -> "Task":

@@ -61,4 +61,6 @@ def reason(exc: BaseException) -> str:
     """One line saying why a module could not be loaded."""
     if isinstance(exc, ModuleNotFoundError):
         return f"no module named {exc.name}"
+    if type(exc) is LookupError:  # calib.contract's own sentence ("module X defines no CONTRACT ...")
+        return str(exc)
     return f"{type(exc).__name__}: {exc}"

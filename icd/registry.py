@@ -101,13 +101,14 @@ class _Checker:
         self.pos = positions
         self.diags = list(diags)
         self._locs_of_interfaces: list[int] = []
+        self.person_keys: Optional[set] = None  # the keys under 'people:', valid records or not
 
     # -- reporting -------------------------------------------------------------------
     def error(self, loc: tuple, message: str, kind: str = "error", key: bool = False) -> None:
         line, col = self.pos.of(loc, key=key)
         self.diags.append(Diagnostic(self.file, line, col, message, kind))
 
-    def pydantic_errors(self, base: tuple, exc: ValidationError, record: str, root=None) -> None:
+    def pydantic_errors(self, base: tuple, exc: ValidationError, record: str, root=None, raw: Any = None) -> None:
         errors = exc.errors(include_url=False)
         # a misspelt field shows up twice (unknown 'categroy', missing 'category'): say it once
         extra = {(tuple(e["loc"][:-1]), e["loc"][-1]) for e in errors if e["type"] == "extra_forbidden"}
@@ -116,7 +117,7 @@ class _Checker:
             for parent, name in extra))]
         for err in errors:
             loc = tuple(err["loc"])
-            self.error(base + tuple(p for p in loc if p != "[key]"), _human(err, record, root),
+            self.error(base + tuple(p for p in loc if p != "[key]"), _human(err, _task_label(record, loc, raw), root),
                        "schema", key=err["type"] == "extra_forbidden")
 
     # -- records ---------------------------------------------------------------------
@@ -134,14 +135,19 @@ class _Checker:
         if data.get("schema_version", 1) != 1:
             self.error(("schema_version",), f"schema_version {data.get('schema_version')!r} is not supported; this tool reads version 1")
         people = self._section(data, "people", Person, "person")
+        raw_people = data.get("people")
+        # a person whose record has an error is still defined: references to it are not 'unknown'
+        self.person_keys = set(raw_people) if isinstance(raw_people, dict) else set()
         icds = self._section(data, "icds", Icd, "ICD")
         raw_icds = data.get("icds")
         self.raw_icd_names = set(raw_icds) if isinstance(raw_icds, dict) else set()
-        for name in list(icds):
+        for name in self.raw_icd_names - set(icds):  # an ICD that failed its schema: still check its people
+            self._salvage_people(("icds", name), raw_icds[name], people)
+        for name in (raw_icds if isinstance(raw_icds, dict) else {}):  # also one with an error in its record
             if name not in ICD_NAMES:
                 self.error(("icds", name), f"unknown ICD '{name}'{_did_you_mean(name, ICD_NAMES)}; "
                            f"the ICDs are {', '.join(ICD_NAMES)}", "schema", key=True)
-                del icds[name]
+                icds.pop(name, None)
         interfaces: list[Interface] = []
         raw = data.get("interfaces") or []
         if not isinstance(raw, list):
@@ -161,7 +167,7 @@ class _Checker:
             except ValidationError as exc:
                 code = item.get("code") if isinstance(item, dict) else None
                 self.pydantic_errors(("interfaces", i), exc, f"interface {code}" if code else f"interface #{i + 1}",
-                                     Interface)
+                                     Interface, raw=item)
                 self._salvage_tasks(("interfaces", i), item)
         registry = Registry.model_construct(schema_version=1, people=people, icds=icds, interfaces=interfaces,
                                             redmine=data.get("redmine"))
@@ -200,20 +206,11 @@ class _Checker:
             else:
                 seen_codes[code] = pos
         seen_tasks: dict[int, str] = {}
-        all_codes = self.raw_codes
-        known_task_ids = self.raw_task_ids
         for pos, iface in zip(self._locs_of_interfaces, reg.interfaces):
             base = ("interfaces", pos)
             if self.raw_icd_names and iface.icd not in self.raw_icd_names:  # an invalid ICD is reported once, as itself
                 self.error(base + ("icd",), f"interface {iface.code} belongs to ICD {iface.icd}, which is not defined under 'icds'")
-            for j, prov in enumerate(iface.provided_by):
-                self._person(base + ("provided_by", j, "person"), prov.person, people)
-            for j, code in enumerate(iface.related):
-                if code == iface.code:
-                    self.error(base + ("related", j), f"interface {iface.code} lists itself as related")
-                elif code not in all_codes:
-                    self.error(base + ("related", j), f"related interface {code} is not in the registry"
-                               f"{_did_you_mean(code, all_codes)}")
+            self._check_refs(base, iface.code, [p.person for p in iface.provided_by], iface.related)
             parents = [t for t in iface.tasks if t.role == "parent"]
             if len(parents) > 1:
                 self.error(base + ("tasks",), f"interface {iface.code} has {len(parents)} parent tasks; it may have one")
@@ -225,6 +222,21 @@ class _Checker:
                     else:
                         seen_tasks[task.id] = iface.code
                 self._check_task(tloc, task)
+
+    def _check_refs(self, base: tuple, code: Any, persons: list, related: list) -> None:
+        """The people who provide an interface and its related codes exist."""
+        for j, person in enumerate(persons):
+            if isinstance(person, str):
+                self._person(base + ("provided_by", j, "person"), person, self.people)
+        all_codes = self.raw_codes
+        for j, other in enumerate(related):
+            if not isinstance(other, str):
+                continue
+            if other == code:
+                self.error(base + ("related", j), f"interface {code} lists itself as related")
+            elif other not in all_codes:
+                self.error(base + ("related", j), f"related interface {other} is not in the registry"
+                           f"{_did_you_mean(other, all_codes)}")
 
     def _check_task(self, tloc: tuple, task: Task) -> None:
         """Checks of one task against the rest of the registry."""
@@ -241,7 +253,15 @@ class _Checker:
                 self.error(tloc + ("relations", r, "task"), f"{label} is related to itself")
 
     def _salvage_tasks(self, base: tuple, item: Any) -> None:
-        """An interface failed its schema: still check the tasks that parse, so no error hides another."""
+        """An interface failed its schema: still check its references and the tasks that parse,
+        so no error hides another."""
+        if isinstance(item, dict):
+            providers = item.get("provided_by")
+            related = item.get("related")
+            self._check_refs(base, item.get("code"),
+                             [p.get("person") if isinstance(p, dict) else None
+                              for p in (providers if isinstance(providers, list) else [])],
+                             related if isinstance(related, list) else [])
         tasks = item.get("tasks") if isinstance(item, dict) else None
         for k, raw_task in enumerate(tasks if isinstance(tasks, list) else []):
             try:
@@ -257,9 +277,19 @@ class _Checker:
                     continue
             self._check_task(base + ("tasks", k), task)
 
+    def _salvage_people(self, base: tuple, item: Any, people: dict) -> None:
+        """The people named by the responsibles and contributors of an ICD that failed its schema."""
+        for section in ("responsibles", "contributors"):
+            entries = item.get(section) if isinstance(item, dict) else None
+            for j, entry in enumerate(entries if isinstance(entries, list) else []):
+                key = entry.get("person") if isinstance(entry, dict) else None
+                if isinstance(key, str):
+                    self._person(base + (section, j, "person"), key, people)
+
     def _person(self, loc: tuple, key: Optional[str], people: dict, what: str = "person") -> None:
-        if key is not None and key not in people:
-            self.error(loc, f"unknown {what} '{key}'{_did_you_mean(key, people)}; people are defined under 'people:'")
+        known = people if self.person_keys is None else self.person_keys
+        if key is not None and key not in known:
+            self.error(loc, f"unknown {what} '{key}'{_did_you_mean(key, known)}; people are defined under 'people:'")
 
     # -- calibration modules -----------------------------------------------------------
     def check_modules(self, reg: Registry, root: Path, module_loader) -> None:
@@ -267,12 +297,14 @@ class _Checker:
 
         loader = module_loader or modmod.contract_of
         claimed: dict[str, str] = {}
-        codes = {iface.code for iface in reg.interfaces}
+        codes = self.raw_codes  # every interface written in the file, also one with another error
+        test_roots = _test_roots(root)
         for pos, iface in zip(self._locs_of_interfaces, reg.interfaces):
             base = ("interfaces", pos)
             for j, test in enumerate(iface.tests):
-                if not (root / test.split("::")[0]).exists():
-                    self.error(base + ("tests", j), f"test file {test} of {iface.code} does not exist")
+                if not any((folder / test.split("::")[0]).exists() for folder in test_roots):
+                    self.error(base + ("tests", j), f"test file {test} of {iface.code} does not exist "
+                               f"(looked in {', '.join(str(folder) for folder in test_roots)})")
             if not iface.module:
                 continue
             try:
@@ -292,6 +324,37 @@ class _Checker:
                         self.error((), f"calibration module {module_name} claims interface {code}, "
                                    "which is not in the registry", "module")
                     claimed.setdefault(code, module_name)
+
+
+def _test_roots(root: Path) -> list[Path]:
+    """Where test paths (relative to the project's root) may be: beside the registry, in the
+    current folder, or beside the ``calib`` package in use (a copy of the registry elsewhere)."""
+    import importlib.util
+
+    folders = [root, Path.cwd()]
+    try:
+        spec = importlib.util.find_spec("calib")
+    except (ImportError, ValueError):
+        spec = None
+    if spec is not None and spec.origin:
+        folders.append(Path(spec.origin).resolve().parent.parent)
+    out: list[Path] = []
+    for folder in folders:
+        if all(folder.resolve() != seen.resolve() for seen in out):
+            out.append(folder)
+    return out
+
+
+def _task_label(record: str, loc: tuple, raw: Any) -> str:
+    """'interface X' for an error in the interface itself, 'interface X, task #N' inside one of its tasks."""
+    if len(loc) < 3 or loc[0] != "tasks" or not isinstance(loc[1], int) or not isinstance(raw, dict):
+        return record
+    tasks = raw.get("tasks")
+    task = tasks[loc[1]] if isinstance(tasks, list) and loc[1] < len(tasks) else None
+    task_id = task.get("id") if isinstance(task, dict) else None
+    if isinstance(task_id, int) and not isinstance(task_id, bool) and task_id > 0 and loc[2] != "id":
+        return f"{record}, task #{task_id}"
+    return f"{record}, task {loc[1] + 1}"
 
 
 # -- wording ------------------------------------------------------------------------------
@@ -315,6 +378,11 @@ def _human(err: dict, record: str, root=None) -> str:
     value = err.get("input")
     kind = err["type"]
     ctx = err.get("ctx") or {}
+    if loc and isinstance(loc[-1], int) and kind != "literal_error":  # an item of a list: "item 2 of tasks"
+        what = f"item {loc[-1] + 1} of {what}"
+    if not loc and kind in ("dict_type", "model_type", "model_attributes_type"):  # the record itself
+        shown = repr(value) if not isinstance(value, (dict, list)) else type(value).__name__
+        return f"{record} must be a mapping (key: value), not {shown}"
     shown = repr(value) if not isinstance(value, (dict, list)) else type(value).__name__
     if kind == "missing":
         return f"{record}: missing required field '{name}'"
@@ -326,6 +394,8 @@ def _human(err: dict, record: str, root=None) -> str:
     if kind == "literal_error":
         expected = ctx.get("expected", "")
         options = [o.strip().strip("'") for o in expected.replace(" or ", ", ").split(",")]
+        if value is None:
+            return f"{record}: {what} has no value; expected one of: {', '.join(options)}"
         return f"{record}: unknown {what} {shown}{_did_you_mean(value, options)}; expected one of: {', '.join(options)}"
     if kind.startswith("date") or kind.startswith("datetime"):
         return f"{record}: {what} {shown} is not a valid date (write YYYY-MM-DD, e.g. 2026-11-25)"
@@ -336,6 +406,9 @@ def _human(err: dict, record: str, root=None) -> str:
                  "less_than_equal": "at most", "less_than": "less than"}[kind]
         limit = next(iter(ctx.values()), "")
         return f"{record}: {what} must be {bound} {limit}, not {shown}"
+    if kind == "bool_not_number":
+        return (f"{record}: {what} must be a number, not {shown} "
+                "(YAML reads yes, no, true, false, on and off as a yes/no value)")
     if kind in ("int_parsing", "int_type", "int_from_float"):
         return f"{record}: {what} must be a whole number, not {shown}"
     if kind in ("float_parsing", "float_type"):

@@ -163,7 +163,12 @@ def diff(snapshot: dict[str, Any], registry: Registry) -> Changes:
 
 def since(path: str | Path, registry: Registry) -> Changes:
     """Load the snapshot at ``path`` and compare it with ``registry``."""
-    return diff(load(path), registry)
+    snapshot = load(path)
+    try:
+        return diff(snapshot, registry)
+    except (TypeError, AttributeError, KeyError, ValueError) as exc:  # a damaged or hand-edited snapshot
+        raise SnapshotError(f"{path}: not a snapshot written by `icd snapshot` (its contents do not have "
+                            f"the expected shape: {type(exc).__name__}: {exc}); make one with `icd snapshot`") from None
 
 
 def default_name(today: Optional[dt.date] = None) -> Path:

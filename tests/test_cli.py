@@ -73,7 +73,7 @@ def test_validate_syntax_error_is_a_sentence_not_a_traceback(reg, tmp_path):
     write(tmp_path, "people:\n  a: [1, 2\nicds: {}\n", "syntax.yaml")
     result = icd("validate", "-r", "syntax.yaml")
     assert result.exit_code == 1
-    assert result.stdout.startswith("syntax.yaml:3:5: YAML syntax error:")
+    assert result.stdout.startswith("syntax.yaml:2:6: YAML syntax error: the '[' here is not closed by ']'")
     assert "Traceback" not in result.output
     missing = icd("validate", "-r", "absent.yaml")
     assert missing.exit_code == 1 and missing.stdout.startswith("absent.yaml:1:1: file not found")
@@ -234,6 +234,12 @@ def test_report_errors(reg, tmp_path):
     (tmp_path / "x.json").write_text("[1, 2]")
     assert "not a cta-icd snapshot" in icd("report", "--since", "x.json").stderr
     assert icd("report", "--today", "25/11/2026").exit_code == 2
+    # a damaged snapshot is one line, not a traceback
+    for damaged in ('{"registry": {"interfaces": 5}}', '{"registry": {"interfaces": [{"code": "I-DATA-COM-3201", "tasks": [1]}]}}'):
+        (tmp_path / "d.json").write_text(damaged)
+        result = icd("report", "--since", "d.json")
+        assert result.exit_code == 1 and (result.exception is None or isinstance(result.exception, SystemExit))
+        assert result.stderr.startswith("error: d.json: not a snapshot written by `icd snapshot`")
 
 
 def test_snapshot_default_name(reg, tmp_path):
@@ -265,3 +271,34 @@ def test_main_help_and_version():
     result = runner.invoke(app, [])
     assert "validate" in result.output and "report" in result.output
     assert runner.invoke(app, ["--version"]).stdout.startswith("icd ")
+
+
+@pytest.mark.parametrize("command", [["redmine"], ["redmine", "pull"], ["redmine", "plan"], ["redmine", "push"],
+                                     ["redmine", "conflicts"], ["redmine", "publish"], ["redmine", "scaffold"],
+                                     ["run"], ["sample"]])
+def test_every_other_command_has_examples_in_its_help(command):
+    result = runner.invoke(app, [*command, "--help"])
+    assert result.exit_code == 0
+    assert "Examples" in result.stdout and f"icd {' '.join(command)}" in result.stdout
+
+
+def test_an_unreadable_evidence_file_is_named_in_one_line(reg, tmp_path):
+    (tmp_path / "bin.json").write_bytes(bytes(range(256)))
+    result = icd("report", "--evidence", "bin.json")
+    assert result.exit_code == 1
+    assert result.stderr.strip() == "error: bin.json: not a readable evidence file (not UTF-8 text); `icd run` writes one"
+
+
+@pytest.mark.parametrize("width", [80, 150])
+def test_the_terminal_table_keeps_the_title_and_fits(reg, monkeypatch, width):
+    import icd.cli as cli
+
+    monkeypatch.setattr(cli, "_is_terminal", lambda: True)
+    monkeypatch.setenv("COLUMNS", str(width))
+    result = icd("list")
+    assert result.exit_code == 0
+    lines = result.stdout.splitlines()
+    assert all(len(line) <= width for line in lines), max(map(len, lines))
+    header = next(line for line in lines if "code" in line)
+    assert "title" in header and "evidence" in header and ("level" in header) == (width >= 110)
+    assert "Optical PSF" in result.stdout

@@ -172,7 +172,7 @@ def test_duplicate_yaml_key(tmp_path):
 def test_wrong_date(tmp_path):
     text = SAMPLE.replace("start: 2017-04-01", "start: 2017-04-31")
     diag = only(problems(text, tmp_path), "is not a valid date")
-    assert diag.message == ("interface I-DATA-COM-3201: start date '2017-04-31' is not a valid date "
+    assert diag.message == ("interface I-DATA-COM-3201, task #8546: start date '2017-04-31' is not a valid date "
                             "(write YYYY-MM-DD, e.g. 2026-11-25)")
     assert (diag.line, diag.column) == (line_of(text, "start: 2017-04-31"), 16)
 
@@ -180,7 +180,8 @@ def test_wrong_date(tmp_path):
 def test_unknown_status(tmp_path):
     text = SAMPLE.replace("status: In Progress", "status: In Progres")
     diag = only(problems(text, tmp_path), "unknown status")
-    assert diag.message == ("interface I-DATA-COM-3201: unknown status 'In Progres' (did you mean 'In Progress'?); "
+    assert diag.message == ("interface I-DATA-COM-3201, task #11108: unknown status 'In Progres' "
+                            "(did you mean 'In Progress'?); "
                             "expected one of: New, Assigned, In Progress, Resolved, Feedback, Closed, Rejected")
     assert diag.line == line_of(text, "status: In Progres")
 
@@ -356,3 +357,146 @@ def test_wrong_types_are_sentences_not_tracebacks(tmp_path):
     assert only(diags, "code must be text, not list").line == line_of(text, "code: [I-DATA-xST-1005]")
     assert only(diags, "id must be a whole number, not list").line == line_of(text, "id: [20001]")
     assert only(diags, "tasks must be a list, not 5").line == line_of(text, "tasks: 5")
+
+
+# inputs on which the fast reader once disagreed with libyaml (review of the fast reader)
+@pytest.mark.parametrize("text", [
+    "a: [x: y]\n",                                  # a one-pair mapping inside a flow sequence
+    "a: #\n", "a:    # c\n", "'a': # c\n", "a :  # c\n",  # an empty value stands right after the colon
+    "a: \u2028\n", "a: x\x85y\n", "a: x\x01\n", "a: x\x7f\n", "a: x\ufeffy\n",  # line breaks, control characters
+    "p:\n  - {:person: x, wp: D}\n", "p:\n  - {person: @x, wp: D}\n", "p:\n  - {person: x, wp: D: E}\n",
+    "p:\n  - {person: x role: D}\n", "p:\n  - {person: x #y, wp: D}\n", "p:\n  - {|person: x}\n",
+    "p: [B,* C]\n", "p: [`]\n", "p: {a: >D}\n", "p: [?x]\n", "p: [- x]\n",
+    "a: |\n  x",                                   # block scalar on the last line, no final line break
+])
+def test_fast_reader_agrees_with_libyaml_or_hands_over(text):
+    try:
+        expected = _libyaml(text)
+    except yaml.YAMLError:
+        expected = None
+    try:
+        fast = fastyaml.parse(text, "f")
+    except fastyaml.Unsupported:
+        return
+    assert expected is not None, "the fast reader accepted text that libyaml rejects"
+    assert fast == expected
+    assert fastyaml.parse(text, "f", record=False)[0] == expected[0]
+
+
+# -- no error hides another, and none is invented (review) ----------------------------------------
+def test_people_of_an_icd_with_an_error_are_still_checked(tmp_path):
+    text = (SAMPLE.replace("    date: 2026-11-25\n    status: ready", "    date: 2020-13-01\n    status: ready", 1)
+            .replace("      - {person: bob, role: COM-CCF}", "      - {person: bobb, role: COM-CCF}", 1))
+    diags = problems(text, tmp_path)
+    assert only(diags, "date '2020-13-01' is not a valid date").line == line_of(text, "date: 2020-13-01")
+    assert only(diags, "unknown person 'bobb' (did you mean 'bob'?)").line == line_of(text, "person: bobb")
+
+
+def test_providers_and_related_of_an_interface_with_an_error_are_still_checked(tmp_path):
+    text = (SAMPLE.replace("      - {person: carol, wp: DATA, subproject: PIPE-Cal}\n    tasks:",
+                           "      - {person: carl, wp: DATA, subproject: PIPE-Cal}\n    related: [I-DATA-COM-0060]\n"
+                           "    tasks:", 1)
+            .replace("        status: Assigned\n", "        status: Asigned\n", 1))
+    diags = problems(text, tmp_path)
+    assert len(diags) == 3, [str(d) for d in diags]
+    assert only(diags, "unknown person 'carl'").line == line_of(text, "person: carl")
+    assert only(diags, "related interface I-DATA-COM-0060 is not in the registry").line == line_of(text, "I-DATA-COM-0060")
+    assert only(diags, "task #8546: unknown status 'Asigned'").line == line_of(text, "status: Asigned")
+
+
+def test_a_person_with_an_error_is_not_unknown_where_referenced(tmp_path):
+    text = SAMPLE.replace("  bob:\n    name: B. Bob\n    wp: COM-CCF", "  bob:\n    name: B. Bob\n    wpp: COM-CCF", 1)
+    diags = problems(text, tmp_path)
+    assert [d.message for d in diags] == ["person 'bob': unknown field 'wpp' (did you mean 'wp'?)"]
+
+
+def test_a_negative_task_id_names_the_task(tmp_path):
+    text = SAMPLE.replace("      - id: 8546", "      - id: -8546", 1)
+    diag = only(problems(text, tmp_path), "id must be greater than 0")
+    assert diag.message == "interface I-DATA-COM-3201, task 2: id must be greater than 0, not -8546"
+    assert diag.line == line_of(text, "id: -8546")
+
+
+def test_test_files_of_a_copy_elsewhere_are_found_from_the_project(tmp_path, monkeypatch):
+    """A copy of the registry in another folder: test paths (relative to the project) still resolve."""
+    text = SAMPLE.replace("    level: per telescope\n    pipeline_levels: [B, C]\n    provided_by:\n"
+                          "      - {person: carol",
+                          "    level: per telescope\n    tests: [tests/test_registry.py, tests/test_nothing.py]\n"
+                          "    pipeline_levels: [B, C]\n    provided_by:\n      - {person: carol", 1)
+    monkeypatch.chdir(ROOT)
+    diags = load(write(tmp_path, text), check_modules=True, module_loader=lambda name: None).diagnostics
+    assert [d.message.split(" (looked in")[0] for d in diags] == [
+        "test file tests/test_nothing.py of I-DATA-COM-3201 does not exist"]
+
+
+@pytest.mark.parametrize("old, new, where, words", [
+    ('title: "CTC implementation"', 'title: "CTC implementation', 'title: "CTC implementation',
+     "this quoted value runs over several lines: is its closing quote missing?"),
+    ("level: per site\n", "level: 'per site\n", "level: 'per site", "the quote opened here is never closed"),
+    ("    title: \"CTC implementation\"", "\ttitle: \"CTC implementation\"", "\ttitle", "a tab character: indent with spaces only"),
+    ("    category: atmosphere\n    level: per site", "    category atmosphere\n    level: per site", "category atmosphere",
+     "this line has no ':' after its key"),
+    ("    title: \"CTC implementation\"", "     title: \"CTC implementation\"", "     title: \"CTC",
+     "a ':' where YAML does not expect one"),
+    ("    title: \"CTC implementation\"", "   title: \"CTC implementation\"", "   title: \"CTC implementation",
+     "this line is not aligned with the lines above it"),
+    ("{person: bob, wp: COM-CCF}", "{person: bob, wp: COM-CCF", "{person: bob, wp: COM-CCF",
+     "the '{' here is not closed by '}'"),
+    ('title: "CTC implementation"', "title: 'CTC's implementation'", "CTC's",
+     "to put a quote inside a quoted value, double it"),
+    ("    category: atmosphere\n    level: per site", "    category: @atmosphere\n    level: per site", "@atmosphere",
+     "'@' cannot start a value: put the value in quotes"),
+    ("interfaces:\n", "---\ninterfaces:\n", "---", "a second YAML document ('---')"),
+])
+def test_yaml_syntax_errors_are_sentences_at_the_mistake(tmp_path, old, new, where, words):
+    assert SAMPLE.count(old) >= 1
+    text = SAMPLE.replace(old, new, 1)
+    (diag,) = problems(text, tmp_path)
+    assert diag.message.startswith("YAML syntax error: ") and words in diag.message, diag.message
+    assert "[YAML: " in diag.message  # libyaml's own words stay, for those who know them
+    assert diag.line == line_of(text, where)
+
+
+def test_a_yes_no_value_is_not_taken_for_a_number(tmp_path):
+    text = (SAMPLE.replace("      - id: 8546", "      - id: yes", 1)
+            .replace("          - {type: follows, task: 8529, delay: 30}", "          - {type: follows, task: on, delay: 30}"))
+    diags = problems(text, tmp_path)
+    assert only(diags, "task 2: id must be a number, not True").line == line_of(text, "id: yes")
+    assert only(diags, "task must be a number, not True").line == line_of(text, "task: on")
+
+
+def test_an_empty_choice_says_it_has_no_value(tmp_path):
+    text = SAMPLE.replace("    category: pointing\n", "    category:\n", 1)
+    diag = only(problems(text, tmp_path), "category has no value")
+    assert diag.message == ("interface I-DATA-xST-1005: category has no value; "
+                            "expected one of: camera, pointing, atmosphere, array, data model")
+
+
+def test_an_interface_with_an_error_is_not_reported_missing_by_its_module(tmp_path):
+    """A module claiming a code whose interface has a typo elsewhere: one error, the typo."""
+    (tmp_path / "calib").symlink_to(ROOT / "calib")
+    text = (ROOT / "interfaces.yaml").read_text(encoding="utf-8")
+    start = text.index("  - code: I-DATA-xST-0106")
+    level = text.index("    level: per pixel\n", start)
+    text = text[:level] + "    level: per pixl\n" + text[level + len("    level: per pixel\n"):]
+    diags = load(write(tmp_path, text)).diagnostics
+    assert [d.message.split(":")[1].strip() for d in diags] == ["unknown level 'per pixl' (did you mean 'per pixel'?)"
+                                                               "; expected one of"], [str(d) for d in diags]
+
+
+def test_an_unknown_icd_name_is_reported_even_when_its_record_has_an_error(tmp_path):
+    text = SAMPLE.replace("  DATA-ACTL:\n    title: ICD DATA-ACTL\n    version: \"0.1\"\n    date: 2026-11-25",
+                          "  DATA-ACTLL:\n    title: ICD DATA-ACTL\n    version: \"0.1\"\n    date: 2026-11-32", 1)
+    diags = problems(text, tmp_path)
+    assert only(diags, "unknown ICD 'DATA-ACTLL' (did you mean 'DATA-ACTL'?)").line == line_of(text, "DATA-ACTLL:")
+    assert only(diags, "date '2026-11-32' is not a valid date").line == line_of(text, "date: 2026-11-32")
+
+
+def test_a_record_or_list_item_of_the_wrong_kind_is_named(tmp_path):
+    text = (SAMPLE.replace("  - code: I-DATA-xST-1005\n", "  - just a string\n  - code: I-DATA-xST-1005\n", 1)
+            .replace("      - id: 20001\n", "      - 7\n      - id: 20001\n", 1))
+    diags = problems(text, tmp_path)
+    assert only(diags, "interface #5 must be a mapping (key: value), not 'just a string'").line == line_of(
+        text, "- just a string")
+    assert only(diags, "interface I-DATA-xST-0106: item 1 of tasks must be a mapping (key: value), not 7").line == \
+        line_of(text, "      - 7")

@@ -116,6 +116,18 @@ def test_method_and_evidence_are_shown(registry):
     assert "<td>gain</td><td class=\"num\">7.95 adc</td>" in html and "in 2.25 s" in html
     md = publish.render_doc(ctx, "DATA-xST", "md", views)
     assert "```text\nF-factor method.\n\nG = ...\n```" in md
+    # the status report shows, per interface, the method (the docstring's summary), module, tests and result
+    report_md = publish.render_report(ctx, "md", interface_views(ctx))
+    assert ("| I-DATA-xST-0106 | `calib.camera.ffactor` | F-factor method. | `calib/camera/tests/test_ffactor.py` "
+            "| fail | bias too large | bias = 0.031; gain = 7.95 adc | 2026-11-25T10:00:00+00:00 (2.25 s) |") in report_md
+    report_html = publish.render_report(ctx, "html", interface_views(ctx))
+    assert ("<td><code>calib.camera.ffactor</code></td><td>F-factor method.</td>"
+            "<td><code>calib/camera/tests/test_ffactor.py</code></td>") in report_html
+    # a docstring that quotes a fenced block does not close the block it is shown in
+    fenced = Context(registry, evidence, {"calib.camera.ffactor": MethodInfo(
+        "calib.camera.ffactor", method="Example:\n```python\nx = 1\n```\nEnd.")}, "https://x", TODAY)
+    md = publish.render_doc(fenced, "DATA-xST", "md", [v for v in interface_views(fenced) if v["icd"] == "DATA-xST"])
+    assert "````text\nExample:\n```python\nx = 1\n```\nEnd.\n````" in md
     broken = Context(registry, {}, {"calib.camera.ffactor": MethodInfo("calib.camera.ffactor", error="no module named calib.camera.ffactor")},
                      "https://x", TODAY)
     assert "The module cannot be read: no module named calib.camera.ffactor" in publish.render_doc(
@@ -187,7 +199,7 @@ def test_report_documents(registry, tmp_path):
         assert "Tasks needing volunteers" in text and "Tasks reserved for the CCF teams" in text
         assert "Overdue tasks" in text and "Hours estimated vs spent" in text
         assert "Matrix interface × stage" in text and "Evidence of the calibration modules" in text
-    assert "| I-DATA-xST-0106 | none yet | pass | ok | rms = 0.5 | 2026-11-25T09:00:00 (0.00 s) |" in md
+    assert "| I-DATA-xST-0106 | none yet |  |  | pass | ok | rms = 0.5 | 2026-11-25T09:00:00 (0.00 s) |" in md
     assert "| I-DATA-COM-3201 — CTC implementation | no task | no task | Assigned | In Progress | no task | no evidence yet |" in md
     parser = _check_self_contained(html)
     assert parser.tags.count("svg") == 3 + 2  # overall, hours, evidence + one per ICD with interfaces
@@ -234,3 +246,25 @@ def test_query_rows(registry):
     assert rows[0]["provided_by"] == "B. Bob, C. Carol"
     with pytest.raises(query.QueryError, match=re.escape("unknown stage 'algo'")):
         query.filter_interfaces(registry, loaded_index, stage="algo")
+
+
+def test_only_web_addresses_become_redmine_links(tmp_path):
+    text = SAMPLE + "redmine:\n  url: 'javascript:alert(1)//'\n"
+    loaded = load(write(tmp_path, text), check_modules=False)
+    assert loaded.ok, loaded.diagnostics
+    ctx = build_context(loaded.registry, today=TODAY, read_modules=False)
+    html = publish.render_doc(ctx, "DATA-COM", "html")
+    assert "javascript:" not in html
+    assert 'href="https://forge.cta-observatory.org/issues/8546"' in html
+
+
+def test_wiki_pages_are_named_by_the_icd_and_an_unknown_icd_is_an_error(tmp_path):
+    from icd.redmine.config import RedmineConfig
+    from icd.redmine.publish import render_pages
+    from icd.redmine.sync import SyncError
+
+    path = write(tmp_path)
+    pages = render_pages(path, RedmineConfig(url="https://r.example.org"), ["com", "xST"])
+    assert list(pages) == ["DATA-COM", "DATA-xST"] and "I-DATA-COM-3201" in pages["DATA-COM"]
+    with pytest.raises(SyncError, match="unknown ICD 'FOO'"):
+        render_pages(path, RedmineConfig(url="https://r.example.org"), ["FOO"])

@@ -26,6 +26,16 @@ def md_text(value) -> str:
     return "" if value is None else str(value).replace("<", "&lt;").replace(">", "&gt;")
 
 
+def md_fence(value) -> str:
+    """A code fence longer than any run of backticks in ``value`` (a docstring that quotes
+    a fenced block must not close the block it is shown in)."""
+    longest = run = 0
+    for ch in "" if value is None else str(value):
+        run = run + 1 if ch == "`" else 0
+        longest = max(longest, run)
+    return "`" * max(3, longest + 1)
+
+
 def fast_escape(value) -> str:
     """HTML-escape an output value to a plain ``str`` (markupsafe's ``escape`` wraps each
     result in a new ``Markup`` object, which was half the time of rendering a document)."""
@@ -77,6 +87,7 @@ def environment(directory: str = str(TEMPLATES)) -> jinja2.Environment:
     )
     env.filters["cell"] = md_cell
     env.filters["mdtext"] = md_text
+    env.filters["fence"] = md_fence
     return env
 
 

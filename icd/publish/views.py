@@ -54,6 +54,8 @@ def redmine_base(registry: Registry, override: Optional[str] = None) -> str:
         return override.rstrip("/")
     conf = registry.redmine or {}
     url = conf.get("url") if isinstance(conf, dict) else None
+    if not isinstance(url, str) or not url.lower().startswith(("https://", "http://")):
+        url = None  # only web addresses become links (never javascript: or data: in a document's href)
     return (url or DEFAULT_REDMINE_URL).rstrip("/")
 
 
@@ -86,6 +88,12 @@ def read_methods(modules: Iterable[str]) -> dict[str, MethodInfo]:
             info.error = modmod.reason(exc)
         out[name] = info
     return out
+
+
+def _first_sentence(docstring: str) -> str:
+    """The summary line of a module docstring (its first paragraph, on one line)."""
+    paragraph = docstring.strip().split("\n\n", 1)[0]
+    return " ".join(paragraph.split())
 
 
 def _num(value: Optional[float]) -> str:
@@ -195,8 +203,9 @@ def interface_view(iface: Interface, ctx: Context) -> dict[str, Any]:
         "tasks": tasks, "stages": stages,
         "current_stage": STAGE_SHORT[current] if current else ("all stages done" if planned else "not planned"),
         "current_stage_key": current or ("done" if planned else "none"),
-        "module": iface.module or "", "tests": list(iface.tests),
+        "module": iface.module or "", "tests": list(iface.tests or (info.tests if info else ())),
         "method": info.method if info else "", "method_title": info.title if info else "",
+        "method_summary": _first_sentence(info.method) if info else "",
         "references": list(info.references) if info else [], "method_error": info.error if info else None,
         "notes": iface.notes or "",
         "evidence": ev, "verdict": ev["verdict"] if ev else "none",

@@ -20,8 +20,15 @@ from .sync import Report, Sync, SyncError, scaffold as do_scaffold
 
 EXIT_ERROR, EXIT_CONFLICT = 1, 3
 
-app = typer.Typer(help="Synchronise the registry with Redmine (pull, plan, push, conflicts, publish).",
-                  no_args_is_help=True, pretty_exceptions_enable=False)
+app = typer.Typer(help=("Synchronise the registry with Redmine (pull, plan, push, conflicts, publish).\n\n"
+                        "The URL and project come from icd.toml ([redmine]); the API key only from "
+                        "$REDMINE_API_KEY or a key file with mode 0600.\n\n"
+                        "[bold]Examples[/bold]\n\n"
+                        "  icd redmine pull\n\n"
+                        "  icd redmine plan && icd redmine push\n\n"
+                        "  icd redmine publish --dry-run"),
+                  no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode="rich",
+                  epilog="Exit codes: 0 done; 1 an error (one line on stderr); 3 conflicts left untouched.")
 
 
 class Prefer(str, Enum):
@@ -91,7 +98,19 @@ def pull(ctx: typer.Context, registry: RegistryOpt = None, config: ConfigOpt = N
          project: ProjectOpt = None, prefer: PreferOpt = None,
          full: Annotated[bool, typer.Option("--full", help="Read every task again (also finds deleted ones), not only changes.")] = False,
          verbose: VerboseOpt = False) -> None:
-    """Bring Redmine's changes of the registry's tasks into the registry (in place, comments kept)."""
+    """Bring Redmine's changes of the registry's tasks into the registry (in place, comments kept).
+
+    Also lists the project's tasks that carry an interface code but are not in the registry.
+    Incremental: asks only for what changed since the last pull (--full reads everything).
+
+    [bold]Examples[/bold]
+
+      icd redmine pull
+
+      icd redmine pull --full --verbose
+
+      icd redmine pull --prefer remote
+    """
     path = _registry(ctx, registry)
 
     def action(client: Client) -> Report:
@@ -104,7 +123,14 @@ def plan(ctx: typer.Context, registry: RegistryOpt = None, config: ConfigOpt = N
          project: ProjectOpt = None, prefer: PreferOpt = None,
          new_server: Annotated[bool, typer.Option("--new-server", help="Plan a copy of every task to a Redmine that does not know the ids.")] = False,
          verbose: VerboseOpt = False) -> None:
-    """Print, field by field, what `push` would create or change. Changes nothing."""
+    """Print, field by field, what `push` would create or change. Changes nothing.
+
+    [bold]Examples[/bold]
+
+      icd redmine plan
+
+      icd redmine plan --url https://redmine.example.org --project cta-data
+    """
     path = _registry(ctx, registry)
 
     def action(client: Client) -> Report:
@@ -118,7 +144,18 @@ def push(ctx: typer.Context, registry: RegistryOpt = None, config: ConfigOpt = N
          project: ProjectOpt = None, prefer: PreferOpt = None,
          new_server: Annotated[bool, typer.Option("--new-server", help="Copy every task to a Redmine that does not know the ids, then rewrite the ids in the registry.")] = False,
          verbose: VerboseOpt = False) -> None:
-    """Create the planned tasks and send the registry's changes; each new id is written at once."""
+    """Create the planned tasks and send the registry's changes; each new id is written at once.
+
+    An interrupted push can be run again: what was created has its id in the registry already.
+
+    [bold]Examples[/bold]
+
+      icd redmine push
+
+      icd redmine push --prefer local
+
+      icd redmine push --new-server --url http://127.0.0.1:3000
+    """
     path = _registry(ctx, registry)
 
     def action(client: Client) -> Report:
@@ -129,7 +166,14 @@ def push(ctx: typer.Context, registry: RegistryOpt = None, config: ConfigOpt = N
 @app.command()
 def conflicts(ctx: typer.Context, registry: RegistryOpt = None, config: ConfigOpt = None, url: UrlOpt = None,
               project: ProjectOpt = None, verbose: VerboseOpt = False) -> None:
-    """List the fields changed on both sides since the last sync (reads Redmine, writes nothing)."""
+    """List the fields changed on both sides since the last sync (reads Redmine, writes nothing).
+
+    [bold]Examples[/bold]
+
+      icd redmine conflicts
+
+      icd redmine pull --prefer remote    # then take Redmine's values
+    """
     path = _registry(ctx, registry)
 
     def action(client: Client) -> Report:
@@ -145,7 +189,14 @@ def publish(ctx: typer.Context, registry: RegistryOpt = None, config: ConfigOpt 
             icd: Annotated[Optional[list[str]], typer.Option("--icd", help="Only this ICD (repeatable).")] = None,
             dry_run: Annotated[bool, typer.Option("--dry-run", help="Say what would be written.")] = False,
             verbose: VerboseOpt = False) -> None:
-    """Write the ICD documents to the project's Redmine wiki (Markdown; only pages that changed)."""
+    """Write the ICD documents to the project's Redmine wiki (Markdown; only pages that changed).
+
+    [bold]Examples[/bold]
+
+      icd redmine publish --dry-run
+
+      icd redmine publish --icd DATA-COM
+    """
     from .publish import publish as do_publish
 
     path = _registry(ctx, registry)
@@ -160,7 +211,14 @@ def scaffold(ctx: typer.Context, codes: Annotated[list[str], typer.Argument(help
              registry: RegistryOpt = None,
              stage: Annotated[Optional[list[str]], typer.Option("--stage", help="Only these lifecycle stages (repeatable).")] = None) -> None:
     """Add the planned tasks an interface's lifecycle needs (a parent and one subtask per stage) to
-    the registry, without ids; `plan` shows them, `push` creates them. Needs no Redmine access."""
+    the registry, without ids; `plan` shows them, `push` creates them. Needs no Redmine access.
+
+    [bold]Examples[/bold]
+
+      icd redmine scaffold I-DATA-xST-0106
+
+      icd redmine scaffold I-DATA-COM-3001 --stage algorithms --stage integration
+    """
     path = _registry(ctx, registry)
     try:
         report = do_scaffold(path, codes, stage)

@@ -36,13 +36,18 @@ def render_pages(path: Path, cfg: RedmineConfig, names: Optional[Iterable[str]] 
     registry = loaded.registry
     try:
         evidence = evidence_store.load(Path(path).parent / evidence_store.DEFAULT_PATH)
-    except ValueError:
+    except (ValueError, TypeError, AttributeError, KeyError):  # no or damaged evidence: publish without it
         evidence = {}
     try:
         ctx = build_context(registry, evidence=evidence, redmine_url=cfg.url or None, read_modules=True)
     except Exception:  # noqa: BLE001 - a broken calibration module must not stop publishing
         ctx = build_context(registry, evidence=evidence, redmine_url=cfg.url or None, read_modules=False)
-    wanted = list(names) if names else icd_names(registry)
+    from ..query import QueryError, resolve_icd
+
+    try:  # "COM" or "data-com" means DATA-COM; an unknown name is an error, not an empty page
+        wanted = [resolve_icd(n) for n in names] if names else icd_names(registry)
+    except QueryError as exc:
+        raise SyncError(str(exc)) from None
     return {name: render_doc(ctx, name, "md", source=Path(path).name) for name in wanted}
 
 

@@ -167,7 +167,7 @@ class Sync:
             first = self.loaded.diagnostics[0]
             raise SyncError(f"the registry has {len(self.loaded.diagnostics)} problem(s); fix them first "
                             f"(icd validate). First: {first.file}:{first.line}: {first.message}")
-        self.doc = YamlDoc(self.path.read_text(encoding="utf-8"), self.path)
+        self.doc = YamlDoc.read(self.path)
         self.registry = self.loaded.registry
         self.book: dict[str, Any] = dict(self.registry.redmine or {})
         self.entries: list[Entry] = []
@@ -808,7 +808,7 @@ def scaffold(path: Path, codes: Iterable[str], stages: Optional[Iterable[str]] =
     for s in wanted:
         if s not in STAGES:
             raise SyncError(f"unknown stage '{s}'; the stages are: {', '.join(STAGES)}")
-    doc = YamlDoc(path.read_text(encoding="utf-8"), path)
+    doc = YamlDoc.read(path)
     report = Report()
     positions = {iface.code: i for i, iface in enumerate(loaded.registry.interfaces)}
     for code in codes:

@@ -45,7 +45,11 @@ def scalar_text(value: Any) -> str:
         return "{" + ", ".join(f"{scalar_text(str(k))}: {scalar_text(v)}" for k, v in value.items()) + "}"
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(scalar_text(v) for v in value) + "]"
-    text = yaml.safe_dump(str(value), default_flow_style=True, width=10**9, allow_unicode=True)
+    value = str(value)
+    # a line break (or a character YAML may read as one) would spread the value over lines at
+    # the wrong indentation: write such a value double-quoted, with escapes, on one line
+    style = '"' if any(c in value for c in "\n\r\x85\u2028\u2029") or not value.isprintable() else None
+    text = yaml.safe_dump(value, default_flow_style=True, default_style=style, width=10**9, allow_unicode=True)
     if text.endswith("\n...\n"):
         text = text[:-5]
     return text.rstrip("\n")
@@ -76,6 +80,10 @@ class YamlDoc:
 
     def __init__(self, text: str, path: Optional[Path] = None):
         self.path = path
+        # CRLF files are edited as LF and written back with CRLF: every untouched line keeps its bytes
+        self.newline = "\r\n" if "\r\n" in text else "\n"
+        if self.newline != "\n":
+            text = text.replace("\r\n", "\n")
         self.original = text
         self.lines = text.splitlines(keepends=True)
         if self.lines and not self.lines[-1].endswith("\n"):
@@ -96,7 +104,9 @@ class YamlDoc:
 
     @classmethod
     def read(cls, path: Path) -> "YamlDoc":
-        return cls(Path(path).read_text(encoding="utf-8"), Path(path))
+        """The file as it is on disk (``newline=""``: CRLF line endings are kept, not translated)."""
+        with open(path, encoding="utf-8", newline="") as fh:
+            return cls(fh.read(), Path(path))
 
     # -- navigation ----------------------------------------------------------------------
     def node(self, loc: tuple) -> Optional[yaml.Node]:
@@ -150,6 +160,8 @@ class YamlDoc:
             text = scalar_text(value)
         else:
             text = scalar_text(value)
+        if (l0, c0) == (l1, c1) and c0 > 0 and self.lines[l0][c0 - 1] not in " \t":
+            text = " " + text  # an empty value ("assignee:") stands right after the colon: keep 'key: value'
         self.edits[(l0, c0)] = (l1, c1, text)
 
     def _insert_key(self, mloc: tuple, key: str, value: Any, *, first: bool, flow: bool = False) -> None:
@@ -199,6 +211,10 @@ class YamlDoc:
     def append_item(self, seq_loc: tuple, item: dict) -> None:
         """Append a mapping to a block sequence (or create the key with a one-item list)."""
         seq = self.node(seq_loc)
+        if isinstance(seq, yaml.SequenceNode) and seq.flow_style and seq.value:
+            # a list written in flow style ([{...}, {...}]): add the item after the last one, keep the others
+            self._add_at(*self._end(seq.value[-1]), ", " + scalar_text(item))
+            return
         if seq is None or not isinstance(seq, yaml.SequenceNode) or not seq.value or seq.flow_style:
             items = self._new_lists.setdefault(tuple(seq_loc), [])
             items.append(item)
@@ -270,7 +286,10 @@ class YamlDoc:
         return "".join(out)
 
     def write(self, path: Optional[Path] = None) -> None:
-        atomic_write_text(path or self.path, self.render())
+        text = self.render()
+        if self.newline != "\n":
+            text = text.replace("\n", self.newline)
+        atomic_write_text(path or self.path, text)
 
 
 def _flat(value: dict) -> bool:
