@@ -42,7 +42,8 @@ import numpy as np
 from astropy.table import Table
 from scipy import optimize, special
 
-from calib.camera.enf import _numerical_hessian, _read_h5, _write_h5
+from calib._stats import numerical_hessian, pull_rms_bounds
+from calib.camera.io import read_arrays, write_arrays
 from calib.contract import CalibrationError, CalibrationModule, Evidence, Port, provenance
 
 __all__ = [
@@ -211,7 +212,7 @@ def fit_crosstalk_spectrum(charge, *, pedestal=None, gain=None, saturation=None,
                                          adaptive=True))
     res = optimize.minimize(deviance, res.x, method="BFGS", options=dict(gtol=1e-4))
     v = res.x
-    hess = _numerical_hessian(deviance, v, np.full(len(v), 2e-3))
+    hess = numerical_hessian(deviance, v, np.full(len(v), 2e-3))
     try:
         cov_v = 2 * np.linalg.inv(hess)
         ok = bool(np.all(np.diag(cov_v) > 0))
@@ -316,7 +317,7 @@ def write_sample(directory: Path, seed: int, n_pixels: int = 8) -> Path:
     spe = simulate_charges(camera, "spe", 20000, seed + 1, intensity=1.0, nsb=False)
     dark = simulate_charges(camera, "dark", 60000, seed + 2)
     path = Path(directory) / f"sipm_crosstalk_seed{seed}.h5"
-    return _write_h5(path, {
+    return write_arrays(path, {
         "spe_charge": spe.charge[:, 0], "dark_charge": dark.charge[:, 0], "pixel_id": pix,
         "true_crosstalk": camera.crosstalk, "true_gain": camera.gain[0].to_value(u.adc),
         "true_enf_sq": camera.enf_sq, "true_mu": camera.relative_qe * 1.0,
@@ -327,7 +328,7 @@ def write_sample(directory: Path, seed: int, n_pixels: int = 8) -> Path:
 def run(input: Path, output: Path, config: dict | None = None) -> Table:
     """Cross-talk per pixel from the sample's low-illumination and dark runs; ECSV output."""
     config = dict(config or {})
-    d, attrs = _read_h5(input, ("spe_charge",))
+    d, attrs = read_arrays(input, ("spe_charge",))
     t = fit_crosstalk_camera(d["spe_charge"], d.get("dark_charge"), d.get("pixel_id"),
                              saturation=attrs.get("saturation"))
     t.meta.update(provenance(__name__, CONTRACT.version, [Path(input)], config))
@@ -340,7 +341,7 @@ def run(input: Path, output: Path, config: dict | None = None) -> Table:
 
 def check(result: Table, input: Path) -> Evidence:
     """Fitted and dark-count cross-talk, gain and F² against the simulator truth."""
-    d, _ = _read_h5(input, ("true_crosstalk", "true_gain"))
+    d, _ = read_arrays(input, ("true_crosstalk", "true_gain"))
     ok = np.asarray(result["fit_ok"], bool)
     truth = d["true_crosstalk"]
 
@@ -352,10 +353,11 @@ def check(result: Table, input: Path) -> Evidence:
     p_enf = (np.asarray(result["enf_sq"]) - d["true_enf_sq"]) / np.asarray(result["enf_sq_err"])
     m = {
         "fraction_fit_ok": float(ok.mean()),
-        "max_abs_pull_crosstalk_fit": float(np.nanmax(np.abs(p_fit[ok]))) if ok.any() else np.nan,
-        "max_abs_pull_crosstalk_dark": float(np.nanmax(np.abs(p_dark[ok]))) if ok.any() else np.nan,
-        "max_abs_pull_gain": float(np.nanmax(np.abs(p_gain[ok]))) if ok.any() else np.nan,
-        "max_abs_pull_enf_sq": float(np.nanmax(np.abs(p_enf[ok]))) if ok.any() else np.nan,
+        # np.max, not nanmax: a NaN value or error of a "good" fit must fail the check
+        "max_abs_pull_crosstalk_fit": float(np.max(np.abs(p_fit[ok]))) if ok.any() else np.nan,
+        "max_abs_pull_crosstalk_dark": float(np.max(np.abs(p_dark[ok]))) if ok.any() else np.nan,
+        "max_abs_pull_gain": float(np.max(np.abs(p_gain[ok]))) if ok.any() else np.nan,
+        "max_abs_pull_enf_sq": float(np.max(np.abs(p_enf[ok]))) if ok.any() else np.nan,
         "mean_crosstalk_fit": float(np.nanmean(result["crosstalk"][ok])),
         "mean_crosstalk_dark_naive": float(np.nanmean(result["crosstalk_dark_naive"][ok])),
         "mean_crosstalk_true": float(np.mean(truth[ok])) if ok.any() else np.nan,
@@ -364,8 +366,16 @@ def check(result: Table, input: Path) -> Evidence:
             "max_abs_pull_crosstalk_fit": "< 3.5 (generalised-Poisson fit vs truth)",
             "max_abs_pull_crosstalk_dark": "< 3.5 (pile-up corrected dark-count estimate)",
             "max_abs_pull_gain": "< 3.5", "max_abs_pull_enf_sq": "< 3.5"}
+    n_ok = int(ok.sum())
+    lo, hi = pull_rms_bounds(max(n_ok, 1))
+    for key, p in (("crosstalk_fit", p_fit), ("crosstalk_dark", p_dark), ("gain", p_gain),
+                   ("enf_sq", p_enf)):
+        m[f"rms_pull_{key}"] = float(np.sqrt(np.mean(p[ok] ** 2))) if ok.any() else np.nan
+        crit[f"rms_pull_{key}"] = (f"within [{lo:.2f}, {hi:.2f}] (chi² of {n_ok} pulls, p = 1e-4 "
+                                   "each side): errors neither under- nor over-estimated")
     passed = m["fraction_fit_ok"] == 1 and all(
-        m[k] < 3.5 for k in crit if k.startswith("max_abs"))
+        m[k] < 3.5 for k in crit if k.startswith("max_abs")) and all(
+        lo < m[k] < hi for k in crit if k.startswith("rms_pull"))
     return Evidence(passed=bool(passed), metrics=m, criteria=crit,
                     summary=f"cross-talk {m['mean_crosstalk_fit']:.4f} (fit) vs "
                             f"{m['mean_crosstalk_true']:.4f} (truth) over {ok.sum()} pixels")

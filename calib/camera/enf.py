@@ -54,6 +54,8 @@ from astropy import units as u
 from astropy.table import Table
 from scipy import optimize, special
 
+from calib._stats import numerical_hessian, pull_rms_bounds
+from calib.camera.io import read_arrays, write_arrays
 from calib.contract import CalibrationError, CalibrationModule, Evidence, Port, provenance
 
 __all__ = [
@@ -267,22 +269,6 @@ def _initial_guess(q, pedestal=None, pedestal_width=None):
     return np.array([lam, pedestal, pedestal_width, 1.1 * gain, 0.3, 0.2, 0.4])
 
 
-def _numerical_hessian(f, x, steps):
-    n = len(x)
-    h = np.zeros((n, n))
-    f0 = f(x)
-    for i in range(n):
-        ei = np.zeros(n)
-        ei[i] = steps[i]
-        h[i, i] = (f(x + ei) - 2 * f0 + f(x - ei)) / steps[i] ** 2
-        for j in range(i + 1, n):
-            ej = np.zeros(n)
-            ej[j] = steps[j]
-            h[i, j] = h[j, i] = (f(x + ei + ej) - f(x + ei - ej) - f(x - ei + ej)
-                                 + f(x - ei - ej)) / (4 * steps[i] * steps[j])
-    return h
-
-
 def fit_spe_spectrum(charge, *, low: str = "halfnormal", bin_width=None, oversample: int = 4,
                      pedestal=None, pedestal_width=None, pedestal_charge=None, saturation=None,
                      min_events: int = 2000, max_lambda: float = 5.0) -> SPEFit:
@@ -358,7 +344,7 @@ def fit_spe_spectrum(charge, *, low: str = "halfnormal", bin_width=None, oversam
                                          adaptive=True))
     res = optimize.minimize(deviance, res.x, method="BFGS", options=dict(gtol=1e-4))
     v = res.x
-    hess = _numerical_hessian(deviance, v, np.full(len(v), 2e-3))
+    hess = numerical_hessian(deviance, v, np.full(len(v), 2e-3))
     try:
         cov_v = 2.0 * np.linalg.inv(hess)
         ok = bool(np.all(np.diag(cov_v) > 0))
@@ -478,30 +464,6 @@ def model_representation_bias(charge_pe, density, low: str = "halfnormal"):
 
 
 # --------------------------------------------------------------------------- contract
-def _write_h5(path: Path, arrays: dict, attrs: dict) -> Path:
-    import h5py
-
-    with h5py.File(path, "w") as f:
-        for k, v in arrays.items():
-            f.create_dataset(k, data=v)
-        for k, v in attrs.items():
-            f.attrs[k] = v
-    return path
-
-
-def _read_h5(path: Path, required: tuple[str, ...]) -> tuple[dict, dict]:
-    import h5py
-
-    try:
-        with h5py.File(path, "r") as f:
-            missing = [k for k in required if k not in f]
-            if missing:
-                raise CalibrationError(f"{Path(path).name} lacks the datasets {missing}")
-            return {k: f[k][()] for k in f.keys()}, dict(f.attrs)
-    except OSError as err:
-        raise CalibrationError(f"cannot read {Path(path).name} as HDF5: {err}") from err
-
-
 def write_sample(directory: Path, seed: int, n_pixels: int = 8, n_events: int = 20000) -> Path:
     """Low-illumination (λ ≈ 1 p.e.) and pedestal runs of the first pixels of the simulated
     'tiny' camera (LST SPE spectrum, F² = 1.222), dark room (no NSB), high gain; truth beside."""
@@ -512,7 +474,7 @@ def write_sample(directory: Path, seed: int, n_pixels: int = 8, n_events: int = 
     ped = simulate_charges(camera, "pedestal", n_events, seed + 2, nsb=False)
     pix = np.flatnonzero(~camera.dead & ~camera.noisy)[:n_pixels]
     path = Path(directory) / f"spe_run_seed{seed}.h5"
-    return _write_h5(path, {
+    return write_arrays(path, {
         "spe_charge": spe.charge[:, 0, pix], "pedestal_charge": ped.charge[:, 0, pix],
         "pixel_id": pix, "true_enf_sq": camera.enf_sq[pix],
         "true_gain": camera.gain[0, pix].to_value(u.adc),
@@ -525,7 +487,7 @@ def write_sample(directory: Path, seed: int, n_pixels: int = 8, n_events: int = 
 def run(input: Path, output: Path, config: dict | None = None) -> Table:
     """Fit the SPE spectrum of every pixel of ``input``; write an ECSV table with provenance."""
     config = dict(config or {})
-    d, attrs = _read_h5(input, ("spe_charge", "pedestal_charge"))
+    d, attrs = read_arrays(input, ("spe_charge", "pedestal_charge"))
     kwargs = {k: config[k] for k in ("low", "bin_width", "oversample", "min_events",
                                      "max_lambda") if k in config}
     t = fit_spe_spectra(d["spe_charge"], d["pedestal_charge"],
@@ -540,7 +502,7 @@ def run(input: Path, output: Path, config: dict | None = None) -> Table:
 
 def check(result: Table, input: Path) -> Evidence:
     """Fitted F² and gain against the simulator truth, per pixel and camera-averaged."""
-    d, _ = _read_h5(input, ("true_enf_sq", "true_gain"))
+    d, _ = read_arrays(input, ("true_enf_sq", "true_gain"))
     ok = np.asarray(result["fit_ok"], bool)
     f2, e2 = np.asarray(result["enf_sq"]), np.asarray(result["enf_sq_err"])
     g, eg = np.asarray(result["gain"]), np.asarray(result["gain_err"])
@@ -551,10 +513,15 @@ def check(result: Table, input: Path) -> Evidence:
     mean_f2 = np.mean(f2[ok]) if ok.any() else np.nan
     mean_err = np.sqrt(np.sum(e2[ok] ** 2)) / ok.sum() if ok.any() else np.nan
     mean_pull = (mean_f2 - np.mean(d["true_enf_sq"][ok])) / mean_err if ok.any() else np.nan
+    n_ok = int(ok.sum())
+    lo, hi = pull_rms_bounds(max(n_ok, 1))
     metrics = {
         "fraction_fit_ok": float(ok.mean()),
-        "max_abs_pull_enf_sq": float(np.nanmax(np.abs(pull[ok]))) if ok.any() else np.nan,
-        "max_abs_pull_gain": float(np.nanmax(np.abs(gpull[ok]))) if ok.any() else np.nan,
+        # np.max, not nanmax: a NaN value or error of a "good" fit must fail the check
+        "max_abs_pull_enf_sq": float(np.max(np.abs(pull[ok]))) if ok.any() else np.nan,
+        "max_abs_pull_gain": float(np.max(np.abs(gpull[ok]))) if ok.any() else np.nan,
+        "rms_pull_enf_sq": float(np.sqrt(np.mean(pull[ok] ** 2))) if ok.any() else np.nan,
+        "rms_pull_gain": float(np.sqrt(np.mean(gpull[ok] ** 2))) if ok.any() else np.nan,
         "camera_mean_enf_sq": float(mean_f2),
         "camera_mean_enf_sq_err": float(mean_err),
         "true_enf_sq": float(np.mean(d["true_enf_sq"])),
@@ -565,9 +532,13 @@ def check(result: Table, input: Path) -> Evidence:
         "max_abs_pull_enf_sq": "< 3.5 (per-pixel |F²_fit − F²_true| / σ)",
         "max_abs_pull_gain": "< 3.5",
         "pull_camera_mean_enf_sq": "|.| < 3 (camera mean vs truth, error sqrt(Σσ²)/n)",
+        "rms_pull_enf_sq": f"within [{lo:.2f}, {hi:.2f}] (chi² of {n_ok} pulls, p = 1e-4 each "
+                           "side): errors neither under- nor over-estimated",
+        "rms_pull_gain": f"within [{lo:.2f}, {hi:.2f}]",
     }
     passed = (metrics["fraction_fit_ok"] == 1 and metrics["max_abs_pull_enf_sq"] < 3.5
-              and metrics["max_abs_pull_gain"] < 3.5 and abs(mean_pull) < 3)
+              and metrics["max_abs_pull_gain"] < 3.5 and abs(mean_pull) < 3
+              and lo < metrics["rms_pull_enf_sq"] < hi and lo < metrics["rms_pull_gain"] < hi)
     return Evidence(passed=bool(passed), metrics=metrics, criteria=criteria,
                     summary=f"F² = {mean_f2:.4f} ± {mean_err:.4f} (truth "
                             f"{metrics['true_enf_sq']:.4f}) over {ok.sum()} pixels")

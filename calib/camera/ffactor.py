@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import astropy.units as u
-import numba
+from calib._jit import njit, prange
 import numpy as np
 from astropy.table import Table
 
@@ -128,14 +128,14 @@ def _as_event_gain_pixel(charge, name: str) -> np.ndarray:
     return charge
 
 
-@numba.njit(parallel=True, cache=True)
+@njit(parallel=True)
 def _moments_cols(x, mean, var, m3, m4, bad):  # pragma: no cover - compiled
     """Per column of x (n_events, n_cols): mean, variance (N-1), 3rd/4th central moments
     (two passes over a cache-friendly tile of 16 columns)."""
     n_ev, n_cols = x.shape
     tile_w = 16
     n_tiles = (n_cols + tile_w - 1) // tile_w
-    for t in numba.prange(n_tiles):
+    for t in prange(n_tiles):
         c0 = t * tile_w
         c1 = min(n_cols, c0 + tile_w)
         w = c1 - c0
@@ -223,7 +223,8 @@ def ffactor_from_moments(ff: ChargeMoments, ped: ChargeMoments, *, enf_sq=LST_EN
         b = -1 / Dp
         var_ln_n = a**2 * var_S + b**2 * var_D + 2 * a * b * cov_SD
         c = 1 / S - a
-        var_ln_g = c**2 * var_S + b**2 * var_D + 2 * c * b * cov_SD
+        # d ln g / dS = 1/S - a = c,  d ln g / dD = +1/D' = -b:  the covariance term is -2cb
+        var_ln_g = c**2 * var_S + b**2 * var_D - 2 * c * b * cov_SD
         if correct_bias:
             # second-order term of E[F^2 S^2 / D'] (B = 0 form; B-term adds O(B^2/N))
             n_pe = n_pe * (1 - (var_S / S**2 + var_D / D**2 - 2 * cov_SD / (S * D)))
@@ -428,8 +429,12 @@ def check(result: Table, input: Path) -> Evidence:
         criteria[f"npe_bias_g{g}"] = "|mean(n_pe/truth - 1)| < 0.5 % and < 4 x scatter/sqrt(n_pix)"
         criteria[f"npe_scatter_g{g}"] = (f"scatter / propagated error within 1 +- {band:.3f} "
                                          "(4 sigma of a std from the pixel count)")
+        # every good pixel must have a result: a NaN n_pe is a failure, not a smaller sample
+        metrics[f"n_good_pixels_without_npe_g{g}"] = int((good & ~np.isfinite(npe)).sum())
+        criteria[f"n_good_pixels_without_npe_g{g}"] = "== 0 (every live, quiet pixel calibrated)"
         ok = (abs(bias) < min(0.005, 4 * scatter / np.sqrt(m) + 2 / n_ff)
-              and abs(scatter / expected - 1) < band)
+              and abs(scatter / expected - 1) < band
+              and metrics[f"n_good_pixels_without_npe_g{g}"] == 0)
         passed &= bool(ok)
     return Evidence(passed=bool(passed), metrics=metrics, criteria=criteria,
                     summary="F-factor n_pe unbiased and scattered as the propagated errors"

@@ -34,10 +34,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import astropy.units as u
-import numba
 import numpy as np
 from astropy.table import Table
 
+# robust per-pixel statistics: one compiled implementation, shared with the pedestal and
+# timing modules (re-exported here, where they first lived)
+from calib.camera.stats import event_median, robust_std, sigma_clipped_pixel_stats
 from calib.contract import CalibrationError, CalibrationModule, Evidence, Port, provenance
 
 __all__ = [
@@ -52,244 +54,6 @@ __all__ = [
 
 VERSION = "0.1.0"
 DEFAULT_MIN_EVENTS = 20
-
-
-# ---------------------------------------------------------------------------------------
-# robust statistics over events, per pixel (compiled, parallel over pixels)
-# ---------------------------------------------------------------------------------------
-_TILE = 16  # pixels per tile: one 64-byte cache line of float32
-
-
-@numba.njit(cache=True)
-def _select_median(a, n):  # pragma: no cover - compiled
-    """Median of a[:n] by quickselect (reorders a[:n]); O(n) instead of a full sort."""
-    if n == 0:
-        return np.nan
-    k = n // 2
-    lo = 0
-    hi = n - 1
-    while hi > lo:
-        # median-of-three pivot
-        mid = (lo + hi) // 2
-        x, y, z = a[lo], a[mid], a[hi]
-        if x < y:
-            pivot = y if y < z else (z if x < z else x)
-        else:
-            pivot = x if x < z else (z if y < z else y)
-        i = lo
-        j = hi
-        while i <= j:
-            while a[i] < pivot:
-                i += 1
-            while a[j] > pivot:
-                j -= 1
-            if i <= j:
-                tmp = a[i]
-                a[i] = a[j]
-                a[j] = tmp
-                i += 1
-                j -= 1
-        if k <= j:
-            hi = j
-        elif k >= i:
-            lo = i
-        else:
-            break
-    upper = a[k]
-    if n % 2 == 1:
-        return upper
-    lower = a[0]
-    for i in range(1, k):
-        if a[i] > lower:
-            lower = a[i]
-    return 0.5 * (lower + upper)
-
-
-@numba.njit(cache=True, inline="always")
-def _transform(v, off, mode, ev):  # pragma: no cover - compiled
-    v = v - off
-    if mode == 1:
-        v = v / ev
-    elif mode == 2:
-        v = v - ev
-    return v
-
-
-@numba.njit(parallel=True, cache=True)
-def _clipped_cols(x, offset, event_term, group_size, mode, n_sigma, max_iter,
-                  mean, median, std, n_used):  # pragma: no cover - compiled
-    """Per column of x (n_events, n_cols): sigma-clipped stats of the transformed values
-    v = (x - offset[c]) [/ or -] event_term[e, c // group_size] (mode 0: none, 1: /, 2: -).
-    Columns are processed in tiles of _TILE so that reads are cache-line contiguous."""
-    n_ev, n_cols = x.shape
-    n_tiles = (n_cols + _TILE - 1) // _TILE
-    for t in numba.prange(n_tiles):
-        c0 = t * _TILE
-        c1 = min(n_cols, c0 + _TILE)
-        w = c1 - c0
-        tile = np.empty((w, n_ev), dtype=np.float64)
-        for e in range(n_ev):
-            for k in range(w):
-                c = c0 + k
-                ev = event_term[e, c // group_size] if mode != 0 else 1.0
-                tile[k, e] = _transform(np.float64(x[e, c]), offset[c], mode, ev)
-        for k in range(w):
-            c = c0 + k
-            buf = tile[k]
-            m = 0
-            for j in range(n_ev):
-                v = buf[j]
-                if np.isfinite(v):
-                    buf[m] = v
-                    m += 1
-            if m < 2:
-                mean[c] = np.nan
-                median[c] = np.nan
-                std[c] = np.nan
-                n_used[c] = m
-                continue
-            # one pass per iteration: count, sum and sum of squares (shifted by a
-            # reference value for numerical stability) of the values inside [lo, hi]
-            ref = buf[0]
-            lo = -np.inf
-            hi = np.inf
-            mu = 0.0
-            sd = np.nan
-            k_in = m
-            k_prev = -1
-            for it in range(max_iter + 1):
-                s1 = 0.0
-                s2 = 0.0
-                kk = 0
-                for j in range(m):
-                    v = buf[j]
-                    if v >= lo and v <= hi:
-                        d = v - ref
-                        s1 += d
-                        s2 += d * d
-                        kk += 1
-                if kk == k_prev:  # nothing clipped by the last bounds: converged
-                    break
-                k_in = kk
-                mu = ref + s1 / kk
-                var = (s2 - s1 * s1 / kk) / (kk - 1) if kk > 1 else np.nan
-                sd = np.sqrt(var) if var > 0 else 0.0
-                if it == max_iter or not (sd > 0) or kk < 2:
-                    break
-                lo = mu - n_sigma * sd
-                hi = mu + n_sigma * sd
-                k_prev = kk
-            kept = np.empty(k_in, dtype=np.float64)
-            cnt = 0
-            for j in range(m):
-                v = buf[j]
-                if v >= lo and v <= hi:
-                    kept[cnt] = v
-                    cnt += 1
-            mean[c] = mu
-            std[c] = sd
-            median[c] = _select_median(kept, cnt)
-            n_used[c] = cnt
-
-
-@numba.njit(parallel=True, cache=True)
-def _event_medians(x, offset, exclude, group_size, out):  # pragma: no cover - compiled
-    """out[e, g] = median over the columns of group g of (x[e, c] - offset[c]), ignoring
-    non-finite values and excluded columns."""
-    n_ev, n_cols = x.shape
-    n_groups = n_cols // group_size
-    for e in numba.prange(n_ev):
-        buf = np.empty(group_size, dtype=np.float64)
-        for g in range(n_groups):
-            m = 0
-            for k in range(group_size):
-                c = g * group_size + k
-                v = np.float64(x[e, c]) - offset[c]
-                if not exclude[c] and np.isfinite(v):
-                    buf[m] = v
-                    m += 1
-            out[e, g] = _select_median(buf, m)
-
-
-def _flat2d(values: np.ndarray) -> np.ndarray:
-    values = np.asarray(values)
-    if values.dtype not in (np.float32, np.float64):
-        values = values.astype(np.float64)
-    return np.ascontiguousarray(values.reshape(values.shape[0], -1))
-
-
-def sigma_clipped_pixel_stats(values: np.ndarray, clip_sigma: float = 4.0,
-                              clip_iterations: int = 5, *, offset: np.ndarray | None = None,
-                              event_scale: np.ndarray | None = None,
-                              event_shift: np.ndarray | None = None) -> dict[str, np.ndarray]:
-    """Sigma-clipped mean, median, std and number of used events along axis 0.
-
-    ``values`` has shape (n_events, ...); non-finite entries are ignored.  Returns arrays of
-    the trailing shape.  Clipping is around the mean (as lstchain does), iterated until no
-    value is removed or ``clip_iterations`` is reached; ``clip_iterations=0`` gives plain
-    statistics.  The statistics are of ``(values - offset) / event_scale`` (or
-    ``- event_shift``), computed on the fly without temporaries: ``offset`` has the trailing
-    shape, ``event_scale`` / ``event_shift`` the shape (n_events, n_groups) where the
-    trailing values are split into n_groups equal groups (e.g. gain channels).
-    """
-    values = np.asarray(values)
-    if values.ndim < 1 or values.shape[0] == 0:
-        raise CalibrationError("no events were given to compute per-pixel statistics from")
-    trailing = values.shape[1:]
-    x = _flat2d(values)
-    n_cols = x.shape[1]
-    off = np.zeros(n_cols) if offset is None else np.broadcast_to(
-        np.asarray(offset, float), trailing).reshape(-1).copy()
-    if event_scale is not None and event_shift is not None:
-        raise ValueError("give event_scale or event_shift, not both")
-    term = event_scale if event_scale is not None else event_shift
-    mode = 0 if term is None else (1 if event_scale is not None else 2)
-    if term is None:
-        term = np.ones((x.shape[0], 1))
-    term = np.asarray(term, float).reshape(x.shape[0], -1)
-    group = n_cols // term.shape[1]
-    mean, median, std = np.empty(n_cols), np.empty(n_cols), np.empty(n_cols)
-    n_used = np.empty(n_cols, dtype=np.int64)
-    _clipped_cols(x, off, np.ascontiguousarray(term), group, mode, float(clip_sigma),
-                  int(clip_iterations), mean, median, std, n_used)
-    return {
-        "mean": mean.reshape(trailing),
-        "median": median.reshape(trailing),
-        "std": std.reshape(trailing),
-        "n_used": n_used.reshape(trailing),
-    }
-
-
-def event_median(values: np.ndarray, exclude: np.ndarray | None = None,
-                 offset: np.ndarray | None = None) -> np.ndarray:
-    """Median over the last axis (pixels) of ``values - offset``, per event (and gain).
-
-    Non-finite values and ``exclude`` pixels (broadcast to the trailing shape) are ignored.
-    ``values``: (n_events, ..., n_pixels); returns (n_events, ...).
-    """
-    values = np.asarray(values)
-    if values.ndim == 1:
-        values = values[np.newaxis]
-        squeeze = True
-    else:
-        squeeze = False
-    trailing = values.shape[1:]
-    x = _flat2d(values)
-    off = np.zeros(x.shape[1]) if offset is None else np.broadcast_to(
-        np.asarray(offset, float), trailing).reshape(-1).copy()
-    exc = np.zeros(x.shape[1], bool) if exclude is None else np.broadcast_to(
-        np.asarray(exclude, bool), trailing).reshape(-1).copy()
-    n_pix = values.shape[-1]
-    out = np.empty((x.shape[0], x.shape[1] // n_pix))
-    _event_medians(x, off, exc, n_pix, out)
-    out = out.reshape(values.shape[:-1])
-    return out[0] if squeeze else out
-
-
-def robust_std(values: np.ndarray, axis=-1) -> np.ndarray:
-    """1.4826 x median absolute deviation (the std of a Gaussian), ignoring NaN."""
-    med = np.nanmedian(values, axis=axis, keepdims=True)
-    return 1.4826 * np.nanmedian(np.abs(values - med), axis=axis)
 
 
 # ---------------------------------------------------------------------------------------
@@ -525,6 +289,6 @@ CONTRACT = CalibrationModule(
         "cta-lstchain 0.12: lstchain/calib/camera/flatfield.py",
         "ctapipe FlatFieldContainer (column names)",
     ),
-    tests=("calib/camera/tests/test_flatfield.py",),
+    tests=("calib/camera/tests/test_flatfield.py", "calib/camera/tests/test_shared_helpers.py"),
     version=VERSION,
 )

@@ -15,6 +15,10 @@ Layout (h5py), format ``cta-icd-camera-sim`` version 1::
 into a resizable dataset (bounded memory for long runs); ``read_run`` reads it back
 (optionally a slice of events) and raises ``CalibrationError`` with a readable sentence
 on a missing, truncated or foreign file.
+
+Bench and spectrum samples (ENF, cross-talk, linearity, PDE) are flat HDF5 files of named
+arrays with the truth beside them (``true_*`` datasets) and scalar attributes:
+``write_arrays`` / ``read_arrays`` (the latter checks the required datasets are there).
 """
 from __future__ import annotations
 
@@ -30,7 +34,8 @@ import calib.camera  # noqa: F401  (enables the adc unit)
 from calib.camera.simulation import CameraTruth, SimRun
 from calib.contract import CalibrationError
 
-__all__ = ["write_run", "write_run_chunks", "read_run", "read_camera", "FORMAT", "FORMAT_VERSION"]
+__all__ = ["write_run", "write_run_chunks", "read_run", "read_camera", "write_arrays", "read_arrays",
+           "FORMAT", "FORMAT_VERSION"]
 
 FORMAT = "cta-icd-camera-sim"
 FORMAT_VERSION = 1
@@ -210,3 +215,38 @@ def read_run(path, events: slice | None = None) -> SimRun:
                   true_charge=data.get("true_charge"), true_time=data.get("true_time"),
                   window=None if window < 0 else window, nsb=bool(attrs.get("nsb", True)),
                   intensity_jitter=float(attrs.get("intensity_jitter", 0.0)))
+
+
+# ----------------------------------------------------------------------------- flat sample files
+def write_arrays(path, arrays: dict, attrs: dict | None = None) -> Path:
+    """Write named arrays (datasets) and scalar attributes to a flat HDF5 file; returns its path.
+
+    Used by the sample writers of the spectrum and bench modules (ENF, cross-talk,
+    linearity, PDE): the measured data and the simulator truth (``true_*``) side by side.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with h5py.File(path, "w") as fh:
+        for key, value in arrays.items():
+            fh.create_dataset(key, data=value)
+        for key, value in (attrs or {}).items():
+            fh.attrs[key] = value
+    return path
+
+
+def read_arrays(path, required: tuple[str, ...] = ()) -> tuple[dict, dict]:
+    """All top-level datasets and the attributes of a file written by :func:`write_arrays`.
+
+    Raises ``CalibrationError`` when the file is missing or not HDF5, or lacks one of the
+    ``required`` datasets.
+    """
+    path = Path(path)
+    try:
+        with h5py.File(path, "r") as fh:
+            missing = [k for k in required if k not in fh]
+            if missing:
+                raise CalibrationError(f"{path.name} lacks the datasets {missing}")
+            return ({k: fh[k][()] for k in fh.keys() if isinstance(fh[k], h5py.Dataset)},
+                    dict(fh.attrs))
+    except OSError as err:
+        raise CalibrationError(f"cannot read {path.name} as HDF5: {err}") from err

@@ -32,6 +32,7 @@ import numpy as np
 from astropy.table import Table
 
 from calib.camera.pde_wavelength import SmoothCurve
+from calib._stats import pull_rms_bounds
 from calib.contract import CalibrationError, CalibrationModule, Evidence, Port, provenance
 
 __all__ = [
@@ -119,10 +120,10 @@ def fit_angular_curves(angle, efficiency, efficiency_err, device_ids=None, f_ove
 
 
 # --------------------------------------------------------------------------- contract
-def write_sample(directory: Path, seed: int, n_devices: int = 5) -> Path:
+def write_sample(directory: Path, seed: int, n_devices: int = 16) -> Path:
     """Bench angular scans 0–70° every 2.5° of ``n_devices`` pixels whose window index and
     photocathode absorption vary (n = 1.45–1.6, α = 0.3–0.8); σ = 1 % of the response."""
-    from calib.camera.enf import _write_h5
+    from calib.camera.io import write_arrays
 
     rng = np.random.default_rng(seed)
     theta = np.arange(0.0, 70.01, 2.5)
@@ -133,7 +134,7 @@ def write_sample(directory: Path, seed: int, n_devices: int = 5) -> Path:
     meas = truth + err * rng.standard_normal(truth.shape)
     fine = np.linspace(0.0, 70.0, 1401)
     path = Path(directory) / f"pde_angle_seed{seed}.h5"
-    return _write_h5(path, {
+    return write_arrays(path, {
         "angle": theta, "efficiency": meas, "efficiency_err": err,
         "true_angle": fine, "true_n_window": n_w, "true_absorption": alpha,
         "true_efficiency": np.stack([reference_angular_response(fine * u.deg, n, a)
@@ -143,10 +144,10 @@ def write_sample(directory: Path, seed: int, n_devices: int = 5) -> Path:
 
 def run(input: Path, output: Path, config: dict | None = None) -> Table:
     """Fit the angular curves of ``input`` and fold them with a dish (config: f_over_d, 1.2)."""
-    from calib.camera.enf import _read_h5
+    from calib.camera.io import read_arrays
 
     config = dict(config or {})
-    d, _ = _read_h5(input, ("angle", "efficiency", "efficiency_err"))
+    d, _ = read_arrays(input, ("angle", "efficiency", "efficiency_err"))
     t = fit_angular_curves(d["angle"], d["efficiency"], d["efficiency_err"],
                            f_over_d=config.get("f_over_d", 1.2), lam=config.get("smoothing_lambda"))
     t.meta.update(provenance(__name__, CONTRACT.version, [Path(input)], config))
@@ -158,9 +159,9 @@ def run(input: Path, output: Path, config: dict | None = None) -> Table:
 
 def check(result: Table, input: Path) -> Evidence:
     """Dish-weighted efficiency and the curves against the truth model of the sample."""
-    from calib.camera.enf import _read_h5
+    from calib.camera.io import read_arrays
 
-    d, _ = _read_h5(input, ("true_angle", "true_efficiency"))
+    d, _ = read_arrays(input, ("true_angle", "true_efficiency"))
     f_over_d = float(result.meta.get("f_over_d", 1.2))
     r = np.linspace(0, 0.5, 4000)
     th = dish_incidence_angle(r * u.m, f_over_d * u.m).to_value(u.deg)
@@ -178,9 +179,14 @@ def check(result: Table, input: Path) -> Evidence:
         "mean_true_dish_efficiency": float(np.mean(truth_eff)),
         "fraction_curve_points_within_3sigma": float(np.mean(np.abs(pp) < 3)),
     }
+    lo, hi = pull_rms_bounds(len(pull))
+    m["rms_pull_dish_efficiency"] = float(np.sqrt(np.mean(pull**2)))
     crit = {"max_abs_pull_dish_efficiency": "< 3.5",
+            "rms_pull_dish_efficiency": f"within [{lo:.2f}, {hi:.2f}] (chi² of {len(pull)} pulls, "
+                                        "p = 1e-4 each side): errors not over-estimated",
             "fraction_curve_points_within_3sigma": ">= 0.9"}
-    passed = m["max_abs_pull_dish_efficiency"] < 3.5 and m["fraction_curve_points_within_3sigma"] >= 0.9
+    passed = (m["max_abs_pull_dish_efficiency"] < 3.5 and m["fraction_curve_points_within_3sigma"] >= 0.9
+              and lo < m["rms_pull_dish_efficiency"] < hi)
     return Evidence(passed=bool(passed), metrics=m, criteria=crit,
                     summary=f"dish-weighted relative efficiency {m['mean_dish_efficiency']:.4f} vs "
                             f"true {m['mean_true_dish_efficiency']:.4f}")

@@ -65,7 +65,7 @@ from typing import Iterator
 
 import astropy.units as u
 import numpy as np
-from numba import njit, prange
+from calib._jit import njit, prange
 
 import calib.camera  # noqa: F401  (enables the adc unit)
 from calib.contract import CalibrationError
@@ -447,7 +447,7 @@ def _photon_rates(camera, run_type, nsb):
 
 
 # ----------------------------------------------------------------------------- numba kernel
-@njit(cache=True, inline="always")
+@njit(inline="always")
 def _xorshift(x):
     """xorshift64 step: (new state, uniform in [0, 1)); the state stays in a register."""
     x ^= (x << np.uint64(13))
@@ -456,7 +456,7 @@ def _xorshift(x):
     return x, (x >> np.uint64(11)) * (1.0 / 9007199254740992.0)
 
 
-@njit(cache=True, inline="always")
+@njit(inline="always")
 def _spe_draw(state, edges, cdf, guide):
     """Exact draw from the piecewise-uniform SPE pdf: guide table + short linear search."""
     state, uu = _xorshift(state)
@@ -474,7 +474,7 @@ def _spe_guide(cdf, size: int = 4096) -> np.ndarray:
     return np.clip(np.searchsorted(cdf, levels, side="right") - 1, 0, len(cdf) - 2).astype(np.int64)
 
 
-@njit(cache=True)
+@njit
 def _primary_charge(state, n, lam, edges, cdf, guide, mean_r, var_r):
     """Summed charge of n primary p.e. (exact up to EXACT_SPE_MAX, Gamma above)."""
     if n <= 0:
@@ -497,7 +497,7 @@ def _primary_charge(state, n, lam, edges, cdf, guide, mean_r, var_r):
     return state, q
 
 
-@njit(cache=True)
+@njit
 def _add_scaled(row, pulse, amp, i0):
     """row[i0 + j] += amp * pulse[j] where inside row (a separate function: keeps the
     compiler's treatment of the NSB loop unchanged)."""
@@ -507,7 +507,7 @@ def _add_scaled(row, pulse, amp, i0):
         row[s] += amp * pulse[s - i0]
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True)
 def _simulate_events(out, true_pe, true_q, true_t, seeds, mu, t_event,
                      relqe, dead, toff, tts, lam_s, xt_lam, edges, cdf, guide, mean_r, var_r,
                      gain, baseline, sigma, nl_scale, ptab, peak_off,

@@ -27,7 +27,7 @@ import astropy.units as u
 import numpy as np
 from astropy.table import Table
 
-from calib.camera.flatfield import event_median, robust_std, sigma_clipped_pixel_stats
+from calib.camera.stats import event_median, robust_std, sigma_clipped_pixel_stats
 from calib.contract import CalibrationError, CalibrationModule, Evidence, Port, provenance
 
 __all__ = ["relative_peak_time", "time_offsets", "timing_table", "CONTRACT"]

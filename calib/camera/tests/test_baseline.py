@@ -96,3 +96,9 @@ def test_contract_sample_run_check(tmp_path):
     shifted = table.copy()
     shifted["baseline_high"] += 0.5  # adc
     assert not B.CONTRACT.check(shifted, path).passed
+    # a result claiming 4x fewer samples (4x wider error bars, all pulls small) fails: the
+    # sample count is bounded by the input and the pull rms is two-sided
+    few = table.copy()
+    few["n_values_high"] = few["n_values_high"] // 4
+    ev = B.CONTRACT.check(few, path)
+    assert not ev.passed and ev.metrics["n_values_outside_input_high"] == len(table)

@@ -5,7 +5,8 @@ import astropy.units as u
 import numpy as np
 import pytest
 
-from calib.camera.chain import CONTRACT, calibrate_runs, chain_table, extract_fused
+from calib.camera.chain import (CONTRACT, baseline_from_pedestal, calibrate_runs, chain_table,
+                                extract_gains, pedestal_statistics)
 from calib.camera.extraction import extract
 from calib.camera.excluded import ExclusionReason
 from calib.camera.simulation import make_camera, simulate_waveforms
@@ -46,8 +47,9 @@ def test_chain_recovers_truth(tiny):
     assert res["peak_index"] == 18
 
 
-def test_fused_extraction_equals_camera_sim_extractor(tiny):
-    """The one-pass extractor = calib.camera.extraction on baseline-subtracted waveforms."""
+def test_chain_extraction_is_the_extractor_on_baseline_subtracted_waveforms(tiny):
+    """extract_gains (extractor reading each gain in place, baseline subtracted on the fly)
+    = calib.camera.extraction on explicitly baseline-subtracted copies."""
     cam, ff, ped = tiny
     wf = ff.waveforms[:50].copy()
     wf[3, 0, 5, 7] = np.nan
@@ -57,43 +59,50 @@ def test_fused_extraction_equals_camera_sim_extractor(tiny):
     base = cam.baseline.value
     corr = np.array([1.1, 1.2])
     for method, peak in (("local_peak", None), ("fixed", 18), ("fixed", 1)):
-        fused = extract_fused(wf, base, method=method, sampling_rate=cam.sampling_rate,
-                              correction=corr, peak_index=peak, saturation_adc=4000.0)
+        got = extract_gains(wf, base, method=method, sampling_rate=cam.sampling_rate,
+                            correction=corr, peak_index=peak, saturation_adc=4000.0)
         for g in range(2):
             ref = extract(wf[:, g] - base[g][None, :, None].astype(np.float32), method,
                           sampling_rate=cam.sampling_rate, correction=corr[g], peak_index=peak)
-            np.testing.assert_allclose(fused["charge"][:, g], ref.charge, rtol=1e-6, atol=1e-4)
-            np.testing.assert_allclose(fused["peak_time"][:, g], ref.peak_time, rtol=1e-6,
-                                       atol=1e-4)
-    assert np.isnan(fused["charge"][3, 0, 5]) and fused["saturated"][5, 0, 8]
-    assert fused["saturated"].sum() == 1
+            np.testing.assert_array_equal(got["charge"][:, g], ref.charge)
+            np.testing.assert_array_equal(got["peak_time"][:, g], ref.peak_time)
+    assert np.isnan(got["charge"][3, 0, 5]) and got["saturated"][5, 0, 8]
+    assert got["saturated"].sum() == 1
 
 
-def test_camera_sim_extractor_path_and_chunking(tiny):
-    """Chunks through calib.camera.extraction give the fused results, for any chunk size."""
+def test_baseline_without_finite_samples_gives_nan_charges_not_numbers(tiny):
     cam, ff, ped = tiny
-    a = calibrate_runs(ped.waveforms, ff.waveforms, cam)
-    b = calibrate_runs(ped.waveforms, ff.waveforms, cam,
-                       {"extractor": "calib.camera.extraction", "chunk_size": 7})
-    c = calibrate_runs(ped.waveforms, ff.waveforms, cam,
-                       {"extractor": "calib.camera.extraction", "chunk_size": 1000})
-    for key in ("n_pe", "factor", "adc_per_pe"):
-        np.testing.assert_array_equal(b["ffactor"][key], c["ffactor"][key])
-        np.testing.assert_allclose(a["ffactor"][key], b["ffactor"][key], rtol=1e-4)
-    np.testing.assert_array_equal(a["exclusion_bits"], b["exclusion_bits"])
+    pw = ped.waveforms[:120].copy()
+    pw[:, 0, 7, :] = np.nan  # high gain of pixel 7 broken in the whole pedestal run
+    pw[2, 1, 9, 5] = np.nan  # one NaN sample: skipped by the baseline
+    base = baseline_from_pedestal(pw)
+    assert np.isnan(base[0, 7]) and np.isfinite(base[1, 9])
+    assert base[1, 9] == pytest.approx(np.nanmean(pw[:, 1, 9].astype(float)))
+    got = extract_gains(ff.waveforms[:20], base, method="local_peak",
+                        sampling_rate=cam.sampling_rate, correction=[1.0, 1.0])
+    assert np.isnan(got["charge"][:, 0, 7]).all() and np.isfinite(got["charge"][:, 1, 7]).all()
 
 
-def test_pedestal_module_0103_gives_the_same_exclusions(tiny):
+def test_chain_pedestal_statistics_are_the_0103_module(tiny):
+    """One implementation: the chain's pedestal statistics are calib.camera.pedestal's."""
+    from calib.camera import pedestal as P
+
     cam, ff, ped = tiny
-    a = calibrate_runs(ped.waveforms, ff.waveforms, cam)
-    b = calibrate_runs(ped.waveforms, ff.waveforms, cam,
-                       {"pedestal_module": "calib.camera.pedestal"})
-    np.testing.assert_array_equal(a["exclusion_bits"] != 0, b["exclusion_bits"] != 0)
-    # both clip at 4 sigma, around the mean (here) or the median (0103): on the skewed NSB
-    # charge an event in the tail may survive one and not the other, so compare typical
-    # pixels: the median relative difference is well inside the 1/sqrt(2N) = 4 % precision
-    r = a["pedestal"]["charge_std"] / b["pedestal"]["charge_std"] - 1
-    assert np.median(np.abs(r)) < 0.02
+    res = calibrate_runs(ped.waveforms, ff.waveforms, cam)
+    q = extract_gains(ped.waveforms, res["baseline"], method="fixed",
+                      sampling_rate=cam.sampling_rate, correction=res["correction"],
+                      peak_index=res["peak_index"])["charge"]
+    p = P.pedestal_statistics(q, 7, min_events=1, outlier_k=5.0)
+    np.testing.assert_array_equal(res["pedestal"]["charge_std"], p["std"])
+    np.testing.assert_array_equal(res["pedestal"]["std_outlier"],
+                                  (p["flags"] & P.FLAGS["std_outlier"]) != 0)
+    assert pedestal_statistics(q)["std_outlier"].sum() == res["pedestal"]["std_outlier"].sum()
+
+
+def test_unknown_configuration_key_raises(tiny):
+    cam, ff, ped = tiny
+    with pytest.raises(CalibrationError, match="unknown chain configuration"):
+        calibrate_runs(ped.waveforms, ff.waveforms, cam, {"pedestal_outlier_cut": 3})
 
 
 def test_memory_stays_below_the_waveforms(tiny):
@@ -152,3 +161,12 @@ def test_contract_sample_run_check(tmp_path):
     assert table.meta["module"] == "calib.camera.chain"
     ev = CONTRACT.check(table, path)
     assert ev.passed, ev.to_dict()
+    # time shifts off by 0.15 ns in every other pixel (rms 0.075 ns, 7x the statistical
+    # error): the old criterion (rms < 0.2 ns) passed it
+    off = table.copy()
+    off["time_shift"][::2, 0] += 0.15  # column in ns
+    assert not CONTRACT.check(off, path).passed
+    # over-estimated n_pe errors fail (the scatter is compared two-sided)
+    wide = table.copy()
+    wide["n_pe_err"] *= 2
+    assert not CONTRACT.check(wide, path).passed

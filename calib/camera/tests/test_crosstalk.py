@@ -84,6 +84,13 @@ def test_contract_with_simulator(tmp_path):
     result = xt.CONTRACT.run(path, tmp_path / "xt.ecsv", {})
     ev = xt.CONTRACT.check(result, path)
     assert ev.passed, ev.metrics
+    wide = result.copy()  # over-estimated errors: caught by the two-sided pull rms
+    for col in ("crosstalk_err", "crosstalk_dark_err", "gain_err", "enf_sq_err"):
+        wide[col] *= 10
+    assert not xt.CONTRACT.check(wide, path).passed
+    nan = result.copy()  # a NaN cross-talk of a "good" fit fails (np.max, not np.nanmax)
+    nan["crosstalk"][0] = np.nan
+    assert nan["fit_ok"][0] and not xt.CONTRACT.check(nan, path).passed
     assert result.meta["branching_model"].startswith("Borel")
     import h5py
     with h5py.File(path, "a") as f:

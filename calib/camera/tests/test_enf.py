@@ -117,6 +117,15 @@ def test_contract_sample_run_check(tmp_path):
     result = enf.CONTRACT.run(path, tmp_path / "enf.ecsv", {})
     evidence = enf.CONTRACT.check(result, path)
     assert evidence.passed, evidence.summary
+    # over-estimated errors make every pull small: the two-sided pull rms must catch them
+    wide = result.copy()
+    wide["enf_sq_err"] *= 10
+    wide["gain_err"] *= 10
+    assert not enf.CONTRACT.check(wide, path).passed
+    # a NaN F² of a "good" fit is a failure, not skipped (np.max, not np.nanmax)
+    nan = result.copy()
+    nan["enf_sq"][0] = np.nan
+    assert nan["fit_ok"][0] and not enf.CONTRACT.check(nan, path).passed
     back = Table.read(tmp_path / "enf.ecsv")
     assert back["gain"].unit == "adc" and "module" in back.meta
     # a check that can fail: a wrong truth is detected

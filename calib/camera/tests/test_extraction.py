@@ -158,6 +158,12 @@ def test_contract_sample_run_check(tmp_path):
     # the check can fail: the ctapipe single-phase correction misses the 0.5 % bias criterion
     bad = X.CONTRACT.run(path, tmp_path / "charge_ct.ecsv", {"phases": None})
     assert not X.CONTRACT.check(bad, path).passed
+    # a NaN mean charge of a live pixel fails the check (np.mean, not np.nanmean)
+    cam = make_camera("tiny", seed=1)
+    live = int(np.flatnonzero(~cam.dead)[0])
+    nan = table.copy()
+    nan["charge_mean_high"][live] = np.nan
+    assert not X.CONTRACT.check(nan, path).passed
 
 
 def test_run_flags_saturated_pixels(tmp_path):
@@ -173,3 +179,39 @@ def test_run_flags_saturated_pixels(tmp_path):
     assert np.all(np.asarray(table["n_saturated_low"]) == 0)
     # saturated events are left out of the mean, not averaged in
     assert np.all(np.asarray(table["n_valid_high"]) == 30 - sat_hg)
+
+
+@pytest.mark.parametrize("method", ["local_peak", "fixed", "global_peak", "neighbor_peak",
+                                    "sliding", "full"])
+def test_baseline_on_the_fly_equals_subtracting_it_first(method):
+    """gain= reads one channel of 4-d raw waveforms in place; baseline= is subtracted inside
+    the window: the same numbers as the extractor on a baseline-subtracted copy."""
+    rng = np.random.default_rng(7)
+    sub = np.stack([_random_waveforms(1), _random_waveforms(2)], axis=1)  # (ev, gain, pix, s)
+    base = rng.uniform(200, 400, (2, sub.shape[2]))
+    raw = (sub + base[None, :, :, None]).astype(np.float32)
+    raw[3, 1, 4, 9] = np.nan
+    nb = np.full((sub.shape[2], 2), -1)
+    nb[1:, 0] = np.arange(sub.shape[2] - 1)
+    kw = dict(neighbors=nb, peak_index=20)
+    for g in range(2):
+        ref = X.extract(raw[:, g] - base[g][None, :, None].astype(np.float32), method, **kw)
+        got = X.extract(raw, method, gain=g, baseline=base[g], saturation_adc=350.0, **kw)
+        np.testing.assert_allclose(got.charge, ref.charge, rtol=1e-5, atol=2e-3)
+        np.testing.assert_allclose(got.peak_time, ref.peak_time, rtol=1e-5, atol=1e-4)
+        # saturation: a raw sample >= 350 adc anywhere in the trace
+        np.testing.assert_array_equal(got.saturated, (raw[:, g] >= 350.0).any(-1))
+    assert np.isnan(got.charge[3, 4]) and ref.saturated is None
+
+
+def test_gain_and_baseline_arguments_are_checked():
+    wf4 = np.zeros((3, 2, 5, 40), np.float32)
+    with pytest.raises(CalibrationError, match="gain="):
+        X.local_peak_window_sum(wf4)
+    with pytest.raises(CalibrationError, match="does not exist"):
+        X.local_peak_window_sum(wf4, gain=2)
+    with pytest.raises(CalibrationError, match="one value per pixel"):
+        X.local_peak_window_sum(wf4, gain=0, baseline=np.zeros(4))
+    with pytest.raises(CalibrationError, match="non-finite"):
+        X.local_peak_window_sum(wf4, gain=0, baseline=np.array([0, 1, np.nan, 0, 0]))
+    assert X.local_peak_window_sum(wf4, gain=1, baseline=2.0 * u.adc).charge.shape == (3, 5)

@@ -185,3 +185,45 @@ def test_contract_sample_run_check(tmp_path):
     assert "module" in table.meta and table.meta["module"] == "calib.camera.ffactor"
     ev = CONTRACT.check(table, path)
     assert ev.passed, ev.to_dict()
+    # the check can fail: n_pe 1 % high (bias criterion 0.5 %)
+    high = table.copy()
+    high["n_pe"] *= 1.01
+    assert not CONTRACT.check(high, path).passed
+    # NaN n_pe in 100 good pixels is a failure, not a smaller pixel sample (it used to pass)
+    from calib.camera.simulation import make_camera
+
+    cam = make_camera("lst", seed=0)
+    good = np.flatnonzero(~(cam.dead | cam.noisy))
+    holes = table.copy()
+    holes["n_pe"][good[:100], 0] = np.nan
+    ev = CONTRACT.check(holes, path)
+    assert not ev.passed and ev.metrics["n_good_pixels_without_npe_g0"] == 100
+
+
+def test_adc_per_pe_error_is_the_delta_method_with_the_right_covariance_sign():
+    """Var(ln g) from the numerical gradient of ln g(S, D) and the moment covariance:
+    the S-D covariance enters with a minus sign (ln g = ln D' - ln S for B = 0).  It used
+    to enter with a plus sign (under-/over-estimated adc_per_pe_err by ~1/n_pe)."""
+    from calib.camera.ffactor import ChargeMoments, ffactor_from_moments
+
+    def mom(n, mean, var, m3, m4):
+        a = lambda v: np.array([[float(v)]])  # noqa: E731
+        return ChargeMoments(a(n), a(mean), a(var), a(m3), a(m4), np.array([[False]]))
+
+    ff, ped = mom(500, 400.0, 3000.0, 9e4, 3.2e7), mom(400, 100.0, 200.0, 50.0, 1.3e5)
+    for b_term in (0.0, 0.05):
+        out = ffactor_from_moments(ff, ped, enf_sq=1.2, b_term=b_term)
+        S, D = 300.0, 2800.0
+        var_S = 3000 / 500 + 200 / 400
+        var_D = (3.2e7 - 3000**2 * 497 / 499) / 500 + (1.3e5 - 200**2 * 397 / 399) / 400
+        cov = 9e4 / 500 + 50 / 400
+        cov_m = np.array([[var_S, cov], [cov, var_D]])
+
+        def ln_g(s, d):
+            return np.log(s / (1.2 * s**2 / (d - b_term**2 * s**2)))
+
+        h = 1e-4
+        grad = np.array([(ln_g(S + h, D) - ln_g(S - h, D)) / (2 * h),
+                         (ln_g(S, D + h) - ln_g(S, D - h)) / (2 * h)])
+        expect = np.exp(ln_g(S, D)) * np.sqrt(grad @ cov_m @ grad)
+        assert out["adc_per_pe_err"][0, 0] == pytest.approx(expect, rel=1e-6)

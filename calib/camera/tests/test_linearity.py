@@ -134,6 +134,9 @@ def test_contract_with_simulator(tmp_path):
     result = lin.CONTRACT.run(path, tmp_path / "lin.ecsv", {})
     ev = lin.CONTRACT.check(result, path)
     assert ev.passed, ev.metrics
+    nan = result.copy()  # a NaN gain of one pixel fails the check (np.max, not np.nanmax)
+    nan["gain_hg"][0] = np.nan
+    assert not lin.CONTRACT.check(nan, path).passed
     assert ev.metrics["max_true_compression"] > 0.03  # the scan does reach the non-linear range
     import h5py
     with h5py.File(path, "a") as f:  # a 3 % wrong low-gain truth must be detected

@@ -133,6 +133,11 @@ def test_contracts(module, tmp_path):
     result = module.CONTRACT.run(path, tmp_path / "out.ecsv", {})
     ev = module.CONTRACT.check(result, path)
     assert ev.passed, ev.metrics
+    # errors over-estimated 5x: every pull small, caught by the two-sided pull rms (16 devices)
+    col = "cherenkov_pde_err" if module is pw else "dish_efficiency_err"
+    wide = result.copy()
+    wide[col] *= 5
+    assert not module.CONTRACT.check(wide, path).passed
     assert "module" in result.meta
     key = "true_pde" if module is pw else "true_efficiency"
     with h5py.File(path, "a") as f:  # a 3 % wrong truth must be detected

@@ -82,5 +82,51 @@ def test_contract_sample_run_check(tmp_path):
     wrong = table.copy()
     wrong["pedestal_std_all_high"] *= 1.05
     assert not P.CONTRACT.check(wrong, path).passed
+    # the event count comes from the input: a result claiming 4x fewer events (2x wider
+    # error bars, pulls all small) fails instead of passing
+    few = table.copy()
+    few["n_events_all_high"] = few["n_events_all_high"] // 4
+    ev = P.CONTRACT.check(few, path)
+    assert not ev.passed and ev.metrics["n_events_mismatch_high"] == len(table)
     with pytest.raises(CalibrationError, match="leaves"):
         P.CONTRACT.run(path, tmp_path / "x.ecsv", {"window_start": 38})
+
+
+def test_default_outliers_are_exactly_dead_and_noisy_on_lst():
+    """Robust (median / 1.4826 MAD, k = 5) outlier cut: on the LST camera the pedestal
+    outliers (union over gains) are the 7 dead + 7 noisy pixels; lstchain's plain-std rule
+    at k = 3 flags good pixels too (the defect this default fixes)."""
+    cam = make_camera("lst", seed=0)
+    run = simulate_charges(cam, "pedestal", 300, seed=2)
+    st = P.pedestal_statistics(run.charge, 7, min_events=1)
+    out = (st["flags"] & (P.FLAGS["median_outlier"] | P.FLAGS["std_outlier"])) != 0
+    truth = cam.dead | cam.noisy
+    np.testing.assert_array_equal(out.any(axis=0), truth)
+    # the old rule: |v - median| > 3 x plain std over pixels
+    plain = np.zeros_like(out)
+    for key in ("median", "std"):
+        v = st[key]
+        plain |= np.abs(v - np.median(v, 1, keepdims=True)) > 3 * v.std(1, keepdims=True)
+    assert (plain.any(axis=0) & ~truth).sum() > 5
+
+
+def test_clipped_statistics_are_fast_on_lst():
+    """2,000 LST pedestal events x 2 gains: the compiled statistics, not a numpy loop (3.9 s)."""
+    import time
+
+    cam = make_camera("lst", seed=0)
+    q = simulate_charges(cam, "pedestal", 2000, seed=5).charge
+    P.pedestal_statistics(q[:100], 7)  # compile / load the cache
+    t0 = time.perf_counter()
+    P.pedestal_statistics(q, 7)
+    assert time.perf_counter() - t0 < 1.5  # ~0.3 s on 2 busy cores
+
+
+def test_clipping_that_leaves_fewer_than_two_values_gives_nan_not_a_number():
+    x = np.zeros((10, 1, 2))
+    x[:, 0, 0] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 1000.0]
+    x[:, 0, 1] = np.nan
+    x[0, 0, 1] = 5.0  # a single finite value: no width
+    mean, median, std, n = P.sigma_clipped_stats(x, sigma=1, iterations=5)
+    assert n[0, 0] == 9 and mean[0, 0] == 0 and std[0, 0] == 0
+    assert n[0, 1] == 1 and np.isnan(std[0, 1]) and np.isnan(mean[0, 1])
