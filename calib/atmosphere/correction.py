@@ -249,8 +249,9 @@ def check(result: Table, input: Path) -> Evidence:
                                                 "weighted mean ratio 1 within 4 sigma",
                               "uncorrected_flux": "uncorrected/true = T-bar^(Gamma-1) (weighted mean ratio 1 "
                                                   "within 4 sigma + 1 %)"},
-                    summary=f"corrected/true {ratio_c:.3f} (chi2 {chi2:.1f}/{ndof}); uncorrected "
-                            f"{metrics['uncorrected_over_true_mean']:.3f} vs predicted {metrics['predicted_bias_mean']:.3f}")
+                    summary=f"corrected/true {ratio_c:.3f} +- {metrics['corrected_over_true_err']:.3f} "
+                            f"(chi2 {chi2:.1f}/{ndof}); uncorrected/true over the predicted bias "
+                            f"T-bar^(Gamma-1) {bias_ratio:.3f} +- {bias_ratio_err:.3f}")
 
 
 CONTRACT = CalibrationModule(
