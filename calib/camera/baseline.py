@@ -203,19 +203,19 @@ def write_sample(directory: Path, seed: int = 0) -> Path:
 
 def run(input: Path, output: Path, config: dict | None = None) -> Table:
     """Stream the dark run in chunks of events and write the baseline table."""
-    from calib.camera.io import read_camera, read_run
+    from calib.camera.io import read_measured, read_readout
 
     cfg = {**_DEFAULT_CONFIG, **(config or {})}
-    cam = read_camera(input)
+    cam = read_readout(input)  # readout description only: no truth is read
     acc = BaselineAccumulator(cam.n_gains, cam.n_pixels, cam.n_samples, clip=cfg["clip"],
                               saturation_adc=cam.saturation_adc)
     start = 0
     while True:
-        part = read_run(input, events=slice(start, start + int(cfg["chunk_size"])))
-        if part.n_events == 0:
-            break
+        part = read_measured(input, events=slice(start, start + int(cfg["chunk_size"])))
         if part.waveforms is None:
             raise CalibrationError(f"{input} holds no waveforms: a dark baseline needs R1 waveforms")
+        if part.n_events == 0:
+            break
         acc.update(part.waveforms)
         start += part.n_events
     t = acc.result(min_events=cfg["min_events"], min_std=cfg["min_std"],

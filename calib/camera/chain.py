@@ -32,6 +32,10 @@ Output: one astropy Table, one row per pixel, columns named as ctapipe's monitor
 tables where they match: ``factor`` [1/adc], ``pedestal_offset`` [adc per sample],
 ``time_shift`` [ns], ``outlier_mask``, ``is_valid``; plus the F-factor, flat-field and
 timing details.  Provenance and the validity range (start/end time when given) in meta.
+
+Upstream inputs of ``run()``: F² (I-DATA-xST-0107) from ``config["enf_sq"]`` or the sample's
+``/upstream`` group (``calib.camera.enf`` on a small simulated single-p.e. run); the baseline
+is measured from the pedestal run itself.  Nothing is read from the simulator truth.
 """
 from __future__ import annotations
 
@@ -95,9 +99,21 @@ def _pedestal_path(ff_path: Path) -> Path:
     return p
 
 
+def _write_upstream_enf(path: Path, cam, seed: int) -> None:
+    """F² (I-DATA-xST-0107) fitted by calib.camera.enf on a small simulated single-p.e. run of
+    the same camera, stored under /upstream of the flat-field file (never the truth)."""
+    from calib.camera.io import write_upstream
+    from calib.camera.upstream import enf_sq_product
+
+    f2, err, source = enf_sq_product(cam, seed + 12)
+    write_upstream(path, {"enf_sq": f2, "enf_sq_err": err}, {"enf_sq": source, "enf_sq_err": source})
+
+
 def write_charge_sample(directory: Path, seed: int, name: str, *, kind: str = "lst",
-                        n_flatfield: int = 2000, n_pedestal: int = 1000) -> Path:
-    """Window charges of a flat-field and a pedestal run (camera-sim), truth inside."""
+                        n_flatfield: int = 2000, n_pedestal: int = 1000,
+                        upstream_enf: bool = False) -> Path:
+    """Window charges of a flat-field and a pedestal run (camera-sim), truth inside;
+    ``upstream_enf``: also the F² of the camera from calib.camera.enf under /upstream."""
     from calib.camera.simulation import make_camera, simulate_charges
 
     cam = make_camera(kind, seed=seed)
@@ -106,7 +122,10 @@ def write_charge_sample(directory: Path, seed: int, name: str, *, kind: str = "l
     # the per-event true signal charge is not needed by the checks: keep the files small
     ff.true_charge = None
     ped.true_charge = None
-    return _write_pair(directory, name, ff, ped, compression="lzf")
+    path = _write_pair(directory, name, ff, ped, compression="lzf")
+    if upstream_enf:
+        _write_upstream_enf(path, cam, seed)
+    return path
 
 
 def read_charge_sample(path: Path) -> dict:
@@ -131,14 +150,54 @@ def read_charge_sample(path: Path) -> dict:
 
 
 def write_waveform_sample(directory: Path, seed: int, name: str, *, kind: str = "tiny",
-                          n_flatfield: int = 400, n_pedestal: int = 400) -> Path:
-    """R1 waveforms of a flat-field and a pedestal run (camera-sim), truth inside."""
+                          n_flatfield: int = 400, n_pedestal: int = 400,
+                          upstream_enf: bool = False) -> Path:
+    """R1 waveforms of a flat-field and a pedestal run (camera-sim), truth inside;
+    ``upstream_enf``: also the F² of the camera from calib.camera.enf under /upstream."""
     from calib.camera.simulation import make_camera, simulate_waveforms
 
     cam = make_camera(kind, seed=seed)
     ff = simulate_waveforms(cam, "flatfield", n_flatfield, seed=seed + 1)
     ped = simulate_waveforms(cam, "pedestal", n_pedestal, seed=seed + 2)
-    return _write_pair(directory, name, ff, ped)
+    path = _write_pair(directory, name, ff, ped)
+    if upstream_enf:
+        _write_upstream_enf(path, cam, seed)
+    return path
+
+
+def read_charge_data(path: Path) -> dict:
+    """The measured part of a charge sample (no truth): readout, charges, saturation masks."""
+    from calib.camera.io import read_measured
+
+    ff = read_measured(path)
+    ped = read_measured(_pedestal_path(Path(path)))
+    if ff.charge is None or ped.charge is None:
+        raise CalibrationError(f"{path} holds no window charges (a waveform sample?)")
+    clip = (ff.window or 1) * ff.camera.saturation_adc
+    return {"camera": ff.camera, "flatfield_charge": ff.charge, "pedestal_charge": ped.charge,
+            "flatfield_saturated": ff.charge >= clip,
+            "inputs": [Path(path), _pedestal_path(Path(path))]}
+
+
+def read_waveform_data(path: Path) -> dict:
+    """The measured part of a waveform sample (no truth): readout and the two runs."""
+    from calib.camera.io import read_measured
+
+    ff = read_measured(path)
+    ped = read_measured(_pedestal_path(Path(path)))
+    if ff.waveforms is None or ped.waveforms is None:
+        raise CalibrationError(f"{path} holds no waveforms (a charge sample?)")
+    return {"camera": ff.camera, "flatfield": ff, "pedestal": ped,
+            "inputs": [Path(path), _pedestal_path(Path(path))]}
+
+
+def enf_sq_input(config: dict, path: Path) -> tuple[float, str]:
+    """F² for the F-factor: ``config["enf_sq"]`` or the sample's /upstream/enf_sq (0107);
+    returns (value, source).  Never the truth; neither there raises CalibrationError."""
+    from calib.camera.io import read_upstream, upstream_input
+
+    value, source = upstream_input("enf_sq", config, read_upstream(path), path, "calib.camera.enf")
+    return value, source
 
 
 def read_waveform_sample(path: Path) -> dict:
@@ -296,8 +355,9 @@ def calibrate_runs(pedestal_waveforms: np.ndarray, flatfield_waveforms: np.ndarr
 
     ``*_waveforms``: (n_events, n_gains, n_pixels, n_samples) R1 waveforms [adc] (baseline
     included).  ``camera``: readout description with ``sampling_rate``, ``pulse_template``,
-    ``pulse_time_step``, ``saturation_adc`` and ``enf_sq`` (a ``CameraTruth`` works; only
-    these instrument constants are used).  Returns a dict of per-(gain, pixel) arrays and
+    ``pulse_time_step``, ``saturation_adc`` (``calib.camera.io.Readout``; a ``CameraTruth``
+    works too).  F² comes from ``config["enf_sq"]``; only when that is None, from the camera's
+    ``enf_sq`` if it has one (simulation studies), else CalibrationError.  Returns a dict of per-(gain, pixel) arrays and
     the intermediate results (``pedestal``, ``flatfield``, ``timing``, ``ffactor``,
     ``exclusion_bits``, ``baseline``, ``peak_index``).
     """
@@ -378,8 +438,11 @@ def calibrate_charges(pedestal_charge, flatfield_charge, flatfield_peak_time, ca
                           max_offset=cfg["time_max_offset"], std_cut=cfg["time_std_cut"],
                           min_events=min(cfg["min_events"], 20))
     enf_sq = cfg["enf_sq"]
-    if enf_sq is None:
-        enf_sq = np.asarray(getattr(camera, "enf_sq", 1.222), float)
+    if enf_sq is None:  # a simulation study may pass a camera that knows its F²
+        enf_sq = getattr(camera, "enf_sq", None)
+        if enf_sq is None:
+            raise CalibrationError("the F-factor needs F² (I-DATA-xST-0107): pass config['enf_sq']")
+        enf_sq = np.asarray(enf_sq, float)
     ffr = ffactor_from_moments(ff_m, ped_m, enf_sq=enf_sq, b_term=cfg["b_term"])
     sat_pix = None if flatfield_saturated is None else flatfield_saturated.any(axis=0)
     others = exclude_ped | flat["outlier_mask"]
@@ -466,22 +529,33 @@ def chain_table(res: dict, meta: dict | None = None) -> Table:
 # CONTRACT: the whole chain on a waveform sample
 # ---------------------------------------------------------------------------------------
 def calibrate_sample_file(path: Path, config: dict | None = None) -> dict:
-    """Run :func:`calibrate_runs` on a sample written by :func:`write_waveform_sample`."""
-    data = read_waveform_sample(Path(path))
-    return calibrate_runs(data["pedestal"].waveforms, data["flatfield"].waveforms,
-                          data["camera"], config)
+    """Run :func:`calibrate_runs` on the measured data of a sample written by
+    :func:`write_waveform_sample`; F² from ``config`` or the sample's /upstream group
+    (``res["upstream_inputs"]`` names its source)."""
+    config = dict(config or {})
+    data = read_waveform_data(Path(path))
+    enf_sq, source = enf_sq_input(config, Path(path))
+    config["enf_sq"] = float(enf_sq) if np.ndim(enf_sq) == 0 else enf_sq
+    res = calibrate_runs(data["pedestal"].waveforms, data["flatfield"].waveforms,
+                         data["camera"], config)
+    res["upstream_inputs"] = {"enf_sq": source}
+    res["inputs"] = data["inputs"]
+    return res
 
 
 def extract_run(run, camera, config: dict | None = None, baseline=None) -> dict:
     """Baseline-subtracted local-peak charges and peak times of one waveform run.
 
-    ``baseline`` (n_gains, n_pixels) [adc per sample]; default: the camera's truth."""
+    ``baseline`` (n_gains, n_pixels) [adc per sample], measured (e.g.
+    :func:`baseline_from_pedestal`); ``None`` only for a simulated camera in tests (its truth)."""
     from calib.camera.extraction import integration_correction
 
     cfg = _config(config)
     corr = integration_correction(camera.pulse_template, camera.pulse_time_step,
                                   camera.sampling_rate, cfg["width"], cfg["shift"], "peak",
                                   phases=cfg["phases"])
+    if baseline is None and not hasattr(camera, "baseline"):
+        raise CalibrationError("no baseline given: extract with a measured baseline")
     base = camera.baseline.to_value(ADC) if baseline is None else np.asarray(baseline)
     return extract_gains(run.waveforms, base, method="local_peak",
                          sampling_rate=camera.sampling_rate, correction=corr,
@@ -490,18 +564,20 @@ def extract_run(run, camera, config: dict | None = None, baseline=None) -> dict:
 
 
 def write_sample(directory: Path, seed: int = 0) -> Path:
-    """Pedestal + flat-field waveforms of the tiny camera (one dead, one noisy pixel)."""
-    return write_waveform_sample(Path(directory), seed, "chain_sample.h5")
+    """Pedestal + flat-field waveforms of the tiny camera (one dead, one noisy pixel), with the
+    F² of calib.camera.enf (fitted on a small single-p.e. run) under /upstream."""
+    return write_waveform_sample(Path(directory), seed, "chain_sample.h5", upstream_enf=True)
 
 
 def run(input: Path, output: Path, config: dict | None = None) -> Table:
-    """The full chain on a waveform sample; writes the camera calibration table."""
+    """The full chain on the measured data of a waveform sample; F² from ``config`` or the
+    sample's /upstream group; writes the camera calibration table."""
     config = dict(config or {})
-    data = read_waveform_sample(Path(input))
-    res = calibrate_runs(data["pedestal"].waveforms, data["flatfield"].waveforms,
-                         data["camera"], config)
-    meta = provenance(__name__, VERSION, data["inputs"], config)
+    res = calibrate_sample_file(Path(input), config)
+    meta = provenance(__name__, VERSION, res["inputs"], config)
     meta["method"] = "pedestal + flat-field + timing + F-factor chain (lstchain-like)"
+    meta["enf_sq"] = float(np.mean(res["config"]["enf_sq"]))
+    meta["upstream_inputs"] = json.dumps(res["upstream_inputs"])
     t = chain_table(res, meta)
     write_table(t, Path(output))
     return t
@@ -515,7 +591,10 @@ def check(result: Table, input: Path) -> Evidence:
     good = ~bad
     n_ff = data["flatfield"].waveforms.shape[0]
     npe = np.asarray(result["n_pe"])[:, 0]
-    truth = true_mean_npe(data)
+    # n_pe is proportional to the F² the chain used (an upstream input, checked below against
+    # the truth within its own error): the expectation is the truth scaled by F²_used / F²
+    f2_used, f2_true = float(result.meta["enf_sq"]), float(np.mean(cam.enf_sq[good]))
+    truth = true_mean_npe(data) * f2_used / f2_true
     rel = npe[good] / truth[good] - 1
     tshift = u.Quantity(result["time_shift"]).to_value(u.ns)[:, 0]
     dt = tshift[good] - cam.time_offset.to_value(u.ns)[good]
@@ -544,7 +623,8 @@ def check(result: Table, input: Path) -> Evidence:
                              "sub-sample phase systematic",
         "excluded_missed": "== 0", "excluded_false": "== 0",
     }
-    passed = (abs(metrics["npe_bias"]) < 4 * metrics["npe_scatter"] / np.sqrt(m) + 0.01
+    passed = upstream_enf_criterion(f2_used, input, f2_true, metrics, criteria)
+    passed &= (abs(metrics["npe_bias"]) < 4 * metrics["npe_scatter"] / np.sqrt(m) + 0.01
               and abs(metrics["npe_scatter"] / expected - 1) < band
               and 0.8 < expected / metrics["sqrt_2_over_n"] < 1.25
               and metrics["time_shift_rms_ns"] < 0.05
@@ -553,6 +633,20 @@ def check(result: Table, input: Path) -> Evidence:
     return Evidence(passed=bool(passed), metrics=metrics, criteria=criteria,
                     summary="chain recovers n_pe, time offsets and bad pixels" if passed
                     else "chain does NOT recover the simulated truth")
+
+
+def upstream_enf_criterion(f2_used: float, input: Path, f2_true: float, metrics: dict,
+                           criteria: dict) -> bool:
+    """The F² a result used against the truth, within the error of the sample's upstream fit."""
+    from calib.camera.io import read_upstream
+
+    up = read_upstream(input)
+    err = float(up["enf_sq_err"][0]) if "enf_sq_err" in up else np.nan
+    metrics["upstream_enf_sq"] = f2_used
+    metrics["upstream_enf_sq_pull"] = (f2_used - f2_true) / err if err > 0 else np.nan
+    criteria["upstream_enf_sq_pull"] = ("|F² used - true F²| < 4 x error of the upstream "
+                                        "single-p.e. fit (when the sample provides it)")
+    return bool(not np.isfinite(err) or abs(f2_used - f2_true) < 4 * err)
 
 
 CONTRACT = CalibrationModule(

@@ -126,7 +126,7 @@ def write_sample(directory: Path, seed: int = 0) -> Path:
     """Simulated pedestal + flat-field waveforms (HDF5) of a camera with dead/noisy pixels."""
     from calib.camera.chain import write_waveform_sample
 
-    return write_waveform_sample(Path(directory), seed, "excluded_sample.h5")
+    return write_waveform_sample(Path(directory), seed, "excluded_sample.h5", upstream_enf=True)
 
 
 def run(input: Path, output: Path, config: dict | None = None) -> Table:
@@ -134,8 +134,9 @@ def run(input: Path, output: Path, config: dict | None = None) -> Table:
     from calib.camera.chain import calibrate_sample_file, write_table
 
     config = dict(config or {})
-    res = calibrate_sample_file(Path(input), config)
+    res = calibrate_sample_file(Path(input), config)  # measured data + upstream F² only
     meta = provenance(__name__, VERSION, [Path(input)], config)
+    meta["upstream_inputs"] = json.dumps(res["upstream_inputs"])
     meta["method"] = "union of pedestal, flat-field, F-factor and timing outlier tests"
     t = excluded_pixels_table(res["exclusion_bits"],
                               max_faulty_fraction=config.get("max_faulty_fraction",

@@ -46,6 +46,11 @@ channel of (n_events, n_gains, n_pixels, n_samples) waveforms in place, ``baseli
 pixel, adc per sample) subtracted on the fly inside the window (the peak searches are
 invariant to a constant per trace), and ``saturation_adc=`` to flag traces reaching the
 digitiser's maximum (``DL1.saturated``) in the same pass.
+
+The baseline subtracted by ``run()`` is an upstream product (I-DATA-xST-0102): from
+``config["baseline"]`` or the sample's ``/upstream`` group (``calib.camera.baseline`` on a short
+dark run); the fixed window sits at the camera median peak sample of the data unless
+``config["peak_index"]`` is given.  Nothing is read from the simulator truth.
 """
 from __future__ import annotations
 
@@ -599,12 +604,17 @@ _DEFAULT_CONFIG = {"method": "local_peak", "width": 7, "shift": 3, "edge": "trun
 
 
 def extract_run(run, method="local_peak", width=7, shift=3, edge="truncate", baseline=None,
-                phases: int | None = 32) -> DL1:
-    """Extract (n_events, n_gains, n_pixels) charges [adc, corrected] and peak times [ns] of a SimRun.
+                phases: int | None = 32, peak_index: int | None = None) -> DL1:
+    """Extract (n_events, n_gains, n_pixels) charges [adc, corrected] and peak times [ns] of a run.
 
-    ``baseline`` (n_gains, n_pixels) [adc per sample] is subtracted on the fly (default: the
-    camera truth); ``saturated`` flags traces with a sample >= the camera's saturation_adc; the integration correction comes from the camera's reference pulse,
+    ``run``: a ``SimRun`` or ``calib.camera.io.MeasuredRun`` (waveforms + readout description).
+    ``baseline`` (n_gains, n_pixels) [adc per sample] is subtracted on the fly; ``None`` is
+    allowed only for a simulated run in tests (its true baseline) -- ``run()`` always passes
+    the measured one.  ``saturated`` flags traces with a sample >= the camera's
+    saturation_adc; the integration correction comes from the camera's reference pulse,
     averaged over ``phases`` sub-sample phases (None: ctapipe's single histogram).
+    ``peak_index`` (fixed window only): default the camera median of the peak sample of the
+    baseline-subtracted high-gain waveforms (from the data).
     """
     cam = run.camera
     if run.waveforms is None:
@@ -612,13 +622,21 @@ def extract_run(run, method="local_peak", width=7, shift=3, edge="truncate", bas
     if run.waveforms.shape[1] != cam.n_gains:
         raise CalibrationError(f"the run has {run.waveforms.shape[1]} gain channels, the camera "
                                f"{cam.n_gains}: a gain channel is missing")
-    base = cam.baseline.to_value(u.adc) if baseline is None else np.asarray(
-        u.Quantity(baseline, u.adc).value)
+    if baseline is None:
+        if not hasattr(cam, "baseline"):
+            raise CalibrationError("no baseline given: integrate with a measured baseline "
+                                   "(calib.camera.baseline, I-DATA-xST-0102)")
+        baseline = cam.baseline
+    base = np.asarray(u.Quantity(baseline, u.adc).value, dtype=float)
+    if base.shape != (cam.n_gains, cam.n_pixels):
+        raise CalibrationError(f"baseline must be (n_gains, n_pixels) = {(cam.n_gains, cam.n_pixels)}"
+                               f", got {base.shape}")
     cmethod = {"full": "full", "sliding": "sliding"}.get(method, "peak")
     corr = integration_correction(cam.pulse_template, cam.pulse_time_step, cam.sampling_rate,
                                   width, shift, cmethod, phases=phases)
     nb = cam.neighbors() if method == "neighbor_peak" else None
-    peak_index = int(round(cam.flasher_time.to_value(u.ns) * _rate(cam.sampling_rate)))
+    if method == "fixed" and peak_index is None:
+        peak_index = data_peak_index(run.waveforms, base)
     qs, ts, ss = [], [], []
     for g in range(cam.n_gains):  # each channel read in place, baseline subtracted on the fly
         d = extract(run.waveforms, method, width=width, shift=shift, sampling_rate=cam.sampling_rate,
@@ -628,6 +646,14 @@ def extract_run(run, method="local_peak", width=7, shift=3, edge="truncate", bas
         ts.append(d.peak_time)
         ss.append(d.saturated)
     return DL1(np.stack(qs, axis=1), np.stack(ts, axis=1), np.stack(ss, axis=1))
+
+
+def data_peak_index(waveforms, baseline) -> int:
+    """Camera median over events and pixels of the peak sample of the baseline-subtracted
+    high-gain waveforms (n_events, n_gains, n_pixels, n_samples): where the pulses are."""
+    wf = np.asarray(waveforms[:, 0], dtype=np.float64) - np.asarray(baseline)[0][None, :, None]
+    peak = np.nanargmax(np.where(np.isnan(wf), -np.inf, wf), axis=-1)
+    return int(np.round(np.median(peak)))
 
 
 def write_sample(directory: Path, seed: int = 0) -> Path:
@@ -642,24 +668,36 @@ def write_sample(directory: Path, seed: int = 0) -> Path:
     cam = make_camera("tiny", seed=seed)
     quiet = replace(cam, electronic_noise=cam.electronic_noise * 0.0, tts=0.0 * u.ns)
     run = simulate_waveforms(quiet, "flatfield", 300, seed + 1, nsb=False)
-    return write_run(directory / "extraction_flatfield_noisefree.h5", run, compression="lzf")
+    path = write_run(directory / "extraction_flatfield_noisefree.h5", run, compression="lzf")
+    # upstream: the baseline of the same (noise-free) readout from a short dark run, by 0102
+    from calib.camera.io import write_upstream
+    from calib.camera.upstream import dark_baseline_product
+
+    base, _, source = dark_baseline_product(quiet, seed + 11, 20)
+    write_upstream(path, {"baseline": base}, {"baseline": source})
+    return path
 
 
 def run(input: Path, output: Path, config: dict | None = None) -> Table:
     """Integrate the waveforms of a simulated run; per-pixel table of mean charge and time."""
-    from calib.camera.io import read_run
+    from calib.camera.io import read_measured, read_readout, read_upstream, upstream_input
 
     cfg = {**_DEFAULT_CONFIG, **(config or {})}
     chunk = int(cfg.get("chunk_size", 200))
+    cam = read_readout(input)
+    base, base_src = upstream_input("baseline", cfg, read_upstream(input), input,
+                                    "calib.camera.baseline", (cam.n_gains, cam.n_pixels))
+    peak_index = cfg.get("peak_index")
     sums = None
     n_events = 0
     while True:  # stream the run in chunks of events
-        sim = read_run(input, events=slice(n_events, n_events + chunk))
+        sim = read_measured(input, events=slice(n_events, n_events + chunk))
         if sim.n_events == 0:
             break
+        if cfg["method"] == "fixed" and peak_index is None:  # from the first chunk's pulses
+            peak_index = data_peak_index(sim.waveforms, base)
         d = extract_run(sim, cfg["method"], cfg["width"], cfg["shift"], cfg["edge"],
-                        phases=cfg["phases"])
-        cam = sim.camera
+                        baseline=base, phases=cfg["phases"], peak_index=peak_index)
         sat = d.saturated  # (n_events, n_gains, n_pixels): a sample >= saturation_adc
         valid = np.isfinite(d.charge) & ~sat
         part = np.stack([np.where(valid, d.charge, 0).sum(0), np.where(valid, d.peak_time, 0).sum(0),
@@ -677,8 +715,12 @@ def run(input: Path, output: Path, config: dict | None = None) -> Table:
             t[f"peak_time_mean_{name}"] = sums[1, g] / n_valid * u.ns
         t[f"n_valid_{name}"] = n_valid
         t[f"n_saturated_{name}"] = sums[3, g].astype(np.int64)
-    t.meta.update(provenance(__name__, CONTRACT.version, [Path(input)], cfg))
+    t.meta.update(provenance(__name__, CONTRACT.version, [Path(input)],
+                             {k: v for k, v in cfg.items() if k != "baseline"}))
+    t.meta["upstream_inputs"] = json.dumps({"baseline": base_src})
     t.meta["n_events"] = n_events
+    if peak_index is not None:
+        t.meta["peak_index"] = int(peak_index)
     t.meta["integration_correction"] = json.dumps(list(integration_correction(
         cam.pulse_template, cam.pulse_time_step, cam.sampling_rate, cfg["width"], cfg["shift"],
         phases=cfg["phases"])))

@@ -38,6 +38,10 @@ a non-positive signal and ``Var(Q_ff) <= Var(Q_ped)`` set the result to NaN and 
 bit in ``ffactor_flag`` (see ``FFactorFlag``).  n_pe outliers (after lstchain's
 ``npe_median_cut_outliers``): |n_pe - camera median| > 5 sqrt(n_pe_err^2 +
 (0.07 x median)^2), the statistical error plus the pixel-to-pixel photon-detection spread.
+
+F² is an upstream product (I-DATA-xST-0107): ``run()`` takes it from ``config["enf_sq"]`` or
+from the sample's ``/upstream`` group (fitted by ``calib.camera.enf`` on a small simulated
+single-p.e. run), never from the simulator truth; the output meta names its source.
 """
 from __future__ import annotations
 
@@ -370,17 +374,21 @@ def write_sample(directory: Path, seed: int = 0) -> Path:
     """Simulated LST pedestal + flat-field charges (HDF5) with the camera truth inside."""
     from calib.camera.chain import write_charge_sample
 
-    return write_charge_sample(Path(directory), seed, "ffactor_sample.h5")
+    # with the F² of calib.camera.enf (I-DATA-xST-0107) fitted on a small single-p.e. run
+    return write_charge_sample(Path(directory), seed, "ffactor_sample.h5", upstream_enf=True)
 
 
 def run(input: Path, output: Path, config: dict | None = None) -> Table:
-    """F-factor calibration of a sample file written by :func:`write_sample`."""
-    from calib.camera.chain import read_charge_sample, write_table
+    """F-factor calibration of the measured charges of a sample written by :func:`write_sample`;
+    F² from ``config["enf_sq"]`` or the sample's /upstream group (I-DATA-xST-0107)."""
+    import json
+
+    from calib.camera.chain import enf_sq_input, read_charge_data, write_table
 
     config = dict(config or {})
-    data = read_charge_sample(Path(input))
+    data = read_charge_data(Path(input))
     cam = data["camera"]
-    enf_sq = config.get("enf_sq", float(np.median(np.asarray(cam.enf_sq))))
+    enf_sq, enf_source = enf_sq_input(config, Path(input))
     res = ffactor(data["flatfield_charge"], data["pedestal_charge"], enf_sq=enf_sq,
                   b_term=config.get("b_term", 0.0), saturated=data.get("flatfield_saturated"),
                   n_gains=int(cam.n_gains),
@@ -393,7 +401,8 @@ def run(input: Path, output: Path, config: dict | None = None) -> Table:
                  "b_term": float(config.get("b_term", 0.0)),
                  "n_flatfield_events": int(data["flatfield_charge"].shape[0]),
                  "n_pedestal_events": int(data["pedestal_charge"].shape[0]),
-                 "gain_channels": "0=high, 1=low" if cam.n_gains == 2 else "0"})
+                 "gain_channels": "0=high, 1=low" if cam.n_gains == 2 else "0",
+                 "upstream_inputs": json.dumps({"enf_sq": enf_source})})
     t = ffactor_table(res, meta)
     write_table(t, Path(output))
     return t
@@ -401,14 +410,18 @@ def run(input: Path, output: Path, config: dict | None = None) -> Table:
 
 def check(result: Table, input: Path) -> Evidence:
     """n_pe and ADC/p.e. vs the simulation truth: bias and pixel scatter vs the propagated error."""
-    from calib.camera.chain import read_charge_sample, true_mean_npe
+    from calib.camera.chain import read_charge_sample, true_mean_npe, upstream_enf_criterion
 
     data = read_charge_sample(Path(input))
     cam = data["camera"]
-    truth_npe = true_mean_npe(data)
-    truth_gain = np.asarray(u.Quantity(cam.gain).value, dtype=float)  # (n_gains, n_pixels)
     good = ~(np.asarray(cam.dead) | np.asarray(cam.noisy))
-    metrics, criteria, passed = {}, {}, True
+    # n_pe is proportional to the F² used and ADC/p.e. inversely (F² is an upstream input,
+    # checked below against the truth within its own error): expectation given that F²
+    f2_used, f2_true = float(result.meta["enf_sq"]), float(np.median(np.asarray(cam.enf_sq)[good]))
+    truth_npe = true_mean_npe(data) * f2_used / f2_true
+    truth_gain = np.asarray(u.Quantity(cam.gain).value, dtype=float) * f2_true / f2_used
+    metrics, criteria = {}, {}
+    passed = upstream_enf_criterion(f2_used, Path(input), f2_true, metrics, criteria)
     n_ff = data["flatfield_charge"].shape[0]
     for g in range(int(cam.n_gains)):
         npe = np.asarray(result["n_pe"])[:, g]

@@ -202,10 +202,10 @@ def write_sample(directory: Path, seed: int = 0) -> Path:
 
 def run(input: Path, output: Path, config: dict | None = None) -> Table:
     """Relative gains from a sample file written by :func:`write_sample`."""
-    from calib.camera.chain import read_charge_sample
+    from calib.camera.chain import read_charge_data
 
     config = dict(config or {})
-    data = read_charge_sample(Path(input))
+    data = read_charge_data(Path(input))  # measured charges only, no truth
     pedestal = data["pedestal_charge"].mean(axis=0, dtype=np.float64)
     res = flatfield_relative_gain(
         data["flatfield_charge"], pedestal=pedestal, saturated=data["flatfield_saturated"],

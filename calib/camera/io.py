@@ -19,10 +19,16 @@ on a missing, truncated or foreign file.
 Bench and spectrum samples (ENF, cross-talk, linearity, PDE) are flat HDF5 files of named
 arrays with the truth beside them (``true_*`` datasets) and scalar attributes:
 ``write_arrays`` / ``read_arrays`` (the latter checks the required datasets are there).
+
+Calibration ``run()`` functions read only evidence: ``read_readout`` (the readout description
+of /camera: geometry, sampling, saturation, reference pulse -- no per-pixel truth) and
+``read_measured`` (waveforms / charges, no ``true_*``); the products of upstream interfaces
+sit under ``/upstream`` (``write_upstream`` / ``read_upstream`` / ``upstream_input``, each
+dataset with a ``source`` sentence naming the module and run it was computed from).
 """
 from __future__ import annotations
 
-from dataclasses import MISSING, fields
+from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 from typing import Iterable
 
@@ -35,6 +41,8 @@ from calib.camera.simulation import CameraTruth, SimRun
 from calib.contract import CalibrationError
 
 __all__ = ["write_run", "write_run_chunks", "read_run", "read_camera", "write_arrays", "read_arrays",
+           "Readout", "MeasuredRun", "read_readout", "read_measured", "write_upstream", "read_upstream",
+           "upstream_input",
            "FORMAT", "FORMAT_VERSION"]
 
 FORMAT = "cta-icd-camera-sim"
@@ -250,3 +258,165 @@ def read_arrays(path, required: tuple[str, ...] = ()) -> tuple[dict, dict]:
                     dict(fh.attrs))
     except OSError as err:
         raise CalibrationError(f"cannot read {path.name} as HDF5: {err}") from err
+
+
+# ----------------------------------------------------------------------------- measured data only
+#: fields of /camera that describe the readout (design constants and reference products that a
+#: real camera ships with its data), as opposed to the per-pixel simulator truth
+READOUT_FIELDS = ("name", "n_pixels", "n_samples", "sampling_rate", "n_gains", "pix_x", "pix_y",
+                  "saturation_adc", "pulse_template", "pulse_time_step")
+
+
+@dataclass(frozen=True)
+class Readout:
+    """Readout description of a camera: geometry, sampling, saturation, reference pulse.
+
+    What a calibration ``run()`` may know about the camera besides its measured data; it
+    carries none of the per-pixel truth (baseline, gain, noise, F², time offsets ...).
+    """
+
+    name: str
+    n_pixels: int
+    n_samples: int
+    sampling_rate: u.Quantity
+    n_gains: int
+    pix_x: u.Quantity
+    pix_y: u.Quantity
+    saturation_adc: float
+    pulse_template: np.ndarray
+    pulse_time_step: u.Quantity
+
+    @property
+    def gain_names(self) -> tuple[str, ...]:
+        return ("high", "low") if self.n_gains == 2 else ("single",)
+
+    def neighbors(self) -> np.ndarray:
+        """Neighbour list (n_pixels, max_neighbors) padded with -1, from the pixel positions."""
+        from calib.camera.simulation import neighbors_from_positions
+
+        return neighbors_from_positions(self.pix_x.to_value(u.m), self.pix_y.to_value(u.m))
+
+
+@dataclass
+class MeasuredRun:
+    """The measured part of a run file: waveforms and/or window charges, no truth."""
+
+    camera: Readout
+    run_type: str
+    waveforms: np.ndarray | None = None
+    charge: np.ndarray | None = None
+    window: int | None = None
+
+    @property
+    def n_events(self) -> int:
+        arr = self.waveforms if self.waveforms is not None else self.charge
+        return int(arr.shape[0])
+
+
+def _read_readout(grp: h5py.Group, path) -> Readout:
+    kw = {}
+    for name in READOUT_FIELDS:
+        if name in grp:
+            d = grp[name]
+            unit = d.attrs.get("unit")
+            kw[name] = d[()] * u.Unit(unit) if unit is not None else d[()]
+        elif name in grp.attrs:
+            v = grp.attrs[name]
+            unit = grp.attrs.get(name + "__unit")
+            kw[name] = float(v) * u.Unit(unit) if unit is not None else (
+                v.item() if isinstance(v, np.generic) else v)
+        else:
+            raise CalibrationError(f"{path}: the readout description lacks {name!r}")
+    return Readout(**kw)
+
+
+def read_readout(path) -> Readout:
+    """The readout description of a run file (no per-pixel truth is read)."""
+    with _open(path) as fh:
+        if "camera" not in fh:
+            raise CalibrationError(f"{path} holds no readout description (group /camera missing)")
+        return _read_readout(fh["camera"], path)
+
+
+def read_measured(path, events: slice | None = None) -> MeasuredRun:
+    """The measured data of a run file (optionally a slice of events): waveforms and/or
+    charges with the readout description; the truth datasets are neither read nor required."""
+    sel = slice(None) if events is None else events
+    try:
+        with _open(path) as fh:
+            if "camera" not in fh or "events" not in fh:
+                raise CalibrationError(f"{path} lacks the /camera or /events group: not a complete run")
+            cam = _read_readout(fh["camera"], path)
+            ev = fh["events"]
+            data = {name: ev[name][sel] for name in ("waveforms", "charge") if name in ev}
+            attrs = dict(fh.attrs)
+    except CalibrationError:
+        raise
+    except (OSError, KeyError, ValueError, TypeError) as exc:
+        raise CalibrationError(f"{path} could not be read completely (truncated or damaged "
+                               f"file?): {exc}") from exc
+    if not data:
+        raise CalibrationError(f"{path} holds neither waveforms nor charges")
+    expect = {"waveforms": (cam.n_gains, cam.n_pixels, cam.n_samples),
+              "charge": (cam.n_gains, cam.n_pixels)}
+    for name, arr in data.items():
+        if arr.shape[1:] != expect[name]:
+            raise CalibrationError(f"{path}: {name} has shape {arr.shape}, the readout implies "
+                                   f"(n_events, {', '.join(map(str, expect[name]))})")
+    window = int(attrs.get("window", -1))
+    return MeasuredRun(camera=cam, run_type=str(attrs.get("run_type", "")),
+                       waveforms=data.get("waveforms"), charge=data.get("charge"),
+                       window=None if window < 0 else window)
+
+
+# ----------------------------------------------------------------------------- upstream products
+def write_upstream(path, products: dict, sources: dict) -> None:
+    """Store calibration products of other interfaces under ``/upstream`` of a sample file.
+
+    ``products``: name -> array; ``sources``: name -> sentence saying which module computed
+    it from which run (stored as the dataset attribute ``source``).
+    """
+    with h5py.File(path, "a") as fh:
+        grp = fh.require_group("upstream")
+        for name, value in products.items():
+            if name in grp:
+                del grp[name]
+            d = grp.create_dataset(name, data=np.asarray(value))
+            d.attrs["source"] = sources[name]
+
+
+def read_upstream(path) -> dict[str, tuple[np.ndarray, str]]:
+    """The ``/upstream`` products of a sample file: name -> (value, source sentence)."""
+    try:
+        with h5py.File(path, "r") as fh:
+            if "upstream" not in fh:
+                return {}
+            return {k: (d[()], str(d.attrs.get("source", "unknown")))
+                    for k, d in fh["upstream"].items()}
+    except OSError as err:
+        raise CalibrationError(f"cannot read {Path(path).name} as HDF5: {err}") from err
+
+
+def upstream_input(name: str, config: dict, upstream: dict, path, module: str,
+                   shape: tuple | None = None) -> tuple[np.ndarray, str]:
+    """An upstream calibration input: ``config[name]`` if given, else the sample file's
+    ``/upstream/<name>``; returns (value, source sentence for the output meta).
+
+    NaN marks a pixel without that product (its results are NaN then).  Raises
+    ``CalibrationError`` when neither is there (never falls back to a truth).
+    """
+    if config.get(name) is not None:
+        value, source = np.asarray(config[name], float), "config"
+    elif name in upstream:
+        value, source = np.asarray(upstream[name][0], float), upstream[name][1]
+    else:
+        raise CalibrationError(f"{Path(path).name} brings no {name} (from {module}) and the "
+                               f"configuration gives none: pass config[{name!r}]")
+    if shape is not None:
+        try:
+            value = np.broadcast_to(value, shape).copy()
+        except ValueError as err:
+            raise CalibrationError(f"{name} has shape {value.shape}, expected {shape}") from err
+    if np.isinf(value).any() or not np.isfinite(value).any():
+        raise CalibrationError(f"{name} (from {source}) holds infinite values or no finite value")
+    return value, source

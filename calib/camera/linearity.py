@@ -29,6 +29,10 @@ and pixel, the mean signal S_k = <Q> − <Q_ped> and the signal variance V_k = V
 
 References: cta-lstchain intensity-scan / photostatistics (B-term); nectarchain HG/LG ratio;
 Fritsch & Carlson 1980, SIAM J. Numer. Anal. 17, 238 (monotone piecewise cubic interpolation).
+
+F² of the photon-statistics fit is an upstream product (I-DATA-xST-0107): ``run()`` takes it
+from ``config["enf_sq"]`` or the sample's ``/upstream`` group (``calib.camera.enf`` on a small
+simulated single-p.e. run), never from the truth; the output meta names its source.
 """
 from __future__ import annotations
 
@@ -349,7 +353,7 @@ def write_sample(directory: Path, seed: int, n_pixels: int = 16, n_per_step: int
     from calib.camera.io import write_arrays
 
     path = Path(directory) / f"intensity_scan_seed{seed}.h5"
-    return write_arrays(path, {
+    write_arrays(path, {
         "charge": q, "pedestal_charge": ped.charge[:, :, pix], "transmission": levels / levels.max(),
         "pixel_id": pix, "true_gain": camera.gain[:, pix].to_value(u.adc),
         "true_nonlinearity": camera.nonlinearity[:, pix], "true_enf_sq": camera.enf_sq[pix],
@@ -357,21 +361,34 @@ def write_sample(directory: Path, seed: int, n_pixels: int = 16, n_per_step: int
         "true_mean_charge_pe": true_q.mean(axis=1),
     }, {"camera": camera.name, "seed": seed, "saturation": camera.saturation_adc * scan.window,
         "intensity_jitter": 0.03, "content": "charges (n_steps, n_events, n_gains, n_pixels) adc"})
+    # upstream: F² of the camera by calib.camera.enf (I-DATA-xST-0107) on a small SPE run
+    from calib.camera.io import write_upstream
+    from calib.camera.upstream import enf_sq_product
+
+    f2, f2_err, source = enf_sq_product(camera, seed + 12)
+    write_upstream(path, {"enf_sq": f2, "enf_sq_err": f2_err}, {"enf_sq": source, "enf_sq_err": source})
+    return path
 
 
 def run(input: Path, output: Path, config: dict | None = None) -> Table:
-    """Intensity-scan analysis of ``input``; ECSV output with provenance."""
-    from calib.camera.io import read_arrays
+    """Intensity-scan analysis of ``input``; ECSV output with provenance.  F² (I-DATA-xST-0107)
+    from ``config["enf_sq"]`` or the sample's /upstream group; never from the truth."""
+    import json
+
+    from calib.camera.io import read_arrays, read_upstream, upstream_input
 
     config = dict(config or {})
     d, attrs = read_arrays(input, ("charge", "pedestal_charge", "transmission"))
-    enf_sq = config.get("enf_sq", d.get("true_enf_sq", 1.222))
+    enf_sq, enf_source = upstream_input("enf_sq", config, read_upstream(input), input,
+                                        "calib.camera.enf")
     kw = {k: config[k] for k in ("hg_max_pe", "lg_photostat_max_pe") if k in config}
     if "ratio_pe_range" in config:
         kw["ratio_pe_range"] = tuple(config["ratio_pe_range"])
     t = analyse_intensity_scan(d["charge"], d["pedestal_charge"], d["transmission"], enf_sq,
                                saturation=attrs.get("saturation"), pixel_ids=d.get("pixel_id"), **kw)
     t.meta.update(provenance(__name__, CONTRACT.version, [Path(input)], config))
+    t.meta["enf_sq"] = float(np.mean(enf_sq))
+    t.meta["upstream_inputs"] = json.dumps({"enf_sq": enf_source})
     if output is not None:
         t.write(output, overwrite=True, format="ascii.ecsv" if str(output).endswith(".ecsv")
                 else None)
@@ -383,9 +400,17 @@ def check(result: Table, input: Path) -> Evidence:
     from calib.camera.io import read_arrays
     from calib.camera.simulation import nonlinear_response
 
-    d, attrs = read_arrays(input, ("true_gain", "true_nonlinearity", "true_mean_charge_pe"))
+    from calib.camera.chain import upstream_enf_criterion
+
+    d, attrs = read_arrays(input, ("true_gain", "true_nonlinearity", "true_mean_charge_pe",
+                                   "true_enf_sq"))
     g_true = d["true_gain"]
-    pull_g = (result["gain_hg"].value - g_true[0]) / result["gain_hg_err"].value
+    # the photon-statistics gain is inversely proportional to the F² used (an upstream input,
+    # checked below against the truth within its own error): expectation given that F²
+    f2_used, f2_true = float(result.meta["enf_sq"]), float(np.mean(d["true_enf_sq"]))
+    up_m, up_c = {}, {}
+    up_ok = upstream_enf_criterion(f2_used, Path(input), f2_true, up_m, up_c)
+    pull_g = (result["gain_hg"].value - g_true[0] * f2_true / f2_used) / result["gain_hg_err"].value
     ratio_true = g_true[0] / g_true[1]
     rel_ratio = np.asarray(result["hg_lg_ratio"] / ratio_true - 1)
     # allowed: 3 sigma + the true HG compression at the top of the ratio range (a systematic of
@@ -437,6 +462,9 @@ def check(result: Table, input: Path) -> Evidence:
               and m["max_ratio_dev_over_tolerance"] <= 1
               and m["fraction_curve_points_within_tolerance"] == 1.0)
     passed = passed and all(np.isfinite(v) for k, v in m.items() if k.startswith("max"))
+    m.update(up_m)
+    crit.update(up_c)
+    passed = passed and up_ok
     return Evidence(passed=bool(passed), metrics=m, criteria=crit,
                     summary=f"gain pulls ≤ {m['max_abs_pull_gain_hg']:.2f}, ratio within "
                             f"{100 * m['max_abs_rel_dev_hg_lg_ratio']:.2f} %, non-linearity "

@@ -39,6 +39,10 @@ For a window much longer than the pulse sum_k W_k^2 -> width and this reduces to
 var_NSB = rate x window_ns x F^2 x gain^2; for a 7-sample LST window it is ~25 % smaller
 (``window_variance_factor`` computes it from the reference pulse).  sigma_el comes from
 the dark baseline (I-DATA-xST-0102), gain from I-DATA-xST-0106, F^2 from I-DATA-xST-0107.
+The F-factor gain is ADC per *primary* p.e. (it already contains m), so ``run()`` uses m = 1
+with it.  These upstream inputs come from ``config`` or from the ``/upstream`` group of the
+sample file (computed by the upstream modules' kernels on small simulated runs, see
+``calib.camera.upstream``); the output meta names the source of each.
 
 Bad data: NaN charges are excluded and counted (flag), saturated samples likewise; fewer
 than ``min_events`` valid events is flagged; a missing gain channel or a wrong shape raises
@@ -159,38 +163,56 @@ _DEFAULT_CONFIG = {"window_start": 12, "width": 7, "sigma": 4.0, "iterations": 5
 
 
 def write_sample(directory: Path, seed: int = 0) -> Path:
-    """A pedestal (NSB) run of the tiny camera, 400 events, with its truth."""
-    from calib.camera.io import write_run
+    """A pedestal (NSB) run of the tiny camera, 400 events, with its truth; under ``/upstream``
+    the dark noise (0102, from a dark run), F² (0107, single-p.e. fits) and ADC/p.e. (0106,
+    F-factor on a flat-field run) computed by those modules' kernels on small simulated runs."""
+    from calib.camera.io import write_run, write_upstream
     from calib.camera.simulation import make_camera, simulate_waveforms
+    from calib.camera.upstream import dark_baseline_product, enf_sq_product, ffactor_gain_product
 
     cam = make_camera("tiny", seed=seed)
     run_ = simulate_waveforms(cam, "pedestal", 400, seed + 3)
-    return write_run(Path(directory) / "pedestal_nsb.h5", run_)
+    path = write_run(Path(directory) / "pedestal_nsb.h5", run_)
+    _, noise, noise_src = dark_baseline_product(cam, seed + 11, 100)
+    f2, f2_err, f2_src = enf_sq_product(cam, seed + 12)
+    gain, gain_src = ffactor_gain_product(cam, seed + 14, f2, "calib.camera.enf (I-DATA-xST-0107)")
+    write_upstream(path, {"dark_noise": noise, "enf_sq": f2, "enf_sq_err": f2_err, "gain": gain},
+                   {"dark_noise": noise_src, "enf_sq": f2_src, "enf_sq_err": f2_src,
+                    "gain": gain_src})
+    return path
 
 
 def run(input: Path, output: Path, config: dict | None = None) -> Table:
     """Window charges of a pedestal run -> per-pixel pedestal table with the NSB rate.
 
-    The dark noise, gain and F^2 for the NSB rate are taken from ``config`` (keys
-    ``dark_noise``, ``gain``, ``enf_sq`` as (n_gains, n_pixels) / (n_pixels,) lists) or,
-    when absent, from the camera truth stored with the simulated run.
+    The dark noise, gain and F^2 for the NSB rate are upstream products: ``config`` keys
+    ``dark_noise`` (adc per sample), ``gain`` (ADC per primary p.e.), both (n_gains, n_pixels),
+    and ``enf_sq`` (scalar or (n_pixels,)), or else the ``/upstream`` group of the input file.
+    Nothing is read from the simulator truth; the meta names the source of every input.
     """
+    import json
+
     from calib.camera.extraction import fixed_window_sum
-    from calib.camera.io import read_camera, read_run
+    from calib.camera.io import read_measured, read_readout, read_upstream, upstream_input
 
     cfg = {**_DEFAULT_CONFIG, **(config or {})}
-    cam = read_camera(input)
+    cam = read_readout(input)
     width, start = int(cfg["width"]), int(cfg["window_start"])
     if start < 0 or start + width > cam.n_samples:
         raise CalibrationError(f"the window [{start}, {start + width}) leaves the {cam.n_samples}-sample readout")
+    up = read_upstream(input)
+    shape = (cam.n_gains, cam.n_pixels)
+    dark, dark_src = upstream_input("dark_noise", cfg, up, input, "calib.camera.baseline", shape)
+    gain, gain_src = upstream_input("gain", cfg, up, input, "calib.camera.ffactor", shape)
+    enf, enf_src = upstream_input("enf_sq", cfg, up, input, "calib.camera.enf", (cam.n_pixels,))
     qs, sats = [], []
     n_done, chunk = 0, int(cfg.get("chunk_size", 200))
     while True:  # stream the run in chunks of events; keep only the window charges
-        sim = read_run(input, events=slice(n_done, n_done + chunk))
-        if sim.n_events == 0:
-            break
+        sim = read_measured(input, events=slice(n_done, n_done + chunk))
         if sim.waveforms is None:
             raise CalibrationError(f"{input} holds no waveforms: the pedestal needs R1 waveforms")
+        if sim.n_events == 0:
+            break
         q = np.empty((sim.n_events, cam.n_gains, cam.n_pixels), np.float32)
         for g in range(cam.n_gains):
             q[:, g] = fixed_window_sum(sim.waveforms, start, width=width, shift=0, gain=g,
@@ -204,15 +226,13 @@ def run(input: Path, output: Path, config: dict | None = None) -> Table:
     q, sat = np.concatenate(qs), np.concatenate(sats)
     st = pedestal_statistics(q, width, sigma=cfg["sigma"], iterations=cfg["iterations"],
                              min_events=cfg["min_events"], outlier_k=cfg["outlier_k"], saturated=sat)
-    dark = np.asarray(cfg.get("dark_noise", cam.electronic_noise.to_value(u.adc)), float)
-    gain = np.asarray(cfg.get("gain", cam.gain.to_value(u.adc)), float)
-    enf = np.asarray(cfg.get("enf_sq", cam.enf_sq), float)
     vf = window_variance_factor(cam.pulse_template, cam.pulse_time_step, cam.sampling_rate, width)
+    # the F-factor gain is ADC per primary p.e.: the mean charge m of a p.e. is already in it
     rate = nsb_rate_from_variance(st["std_all"] ** 2, dark**2, gain, enf, width, vf[:, None],
-                                  cam.sampling_rate, cam.mean_pe_charge())
+                                  cam.sampling_rate, 1.0)
     t = Table()
     t["pixel_id"] = np.arange(cam.n_pixels)
-    names = ("high", "low") if cam.n_gains == 2 else ("single",)
+    names = cam.gain_names
     for g, name in enumerate(names):
         t[f"pedestal_mean_{name}"] = st["mean"][g] * u.adc
         t[f"pedestal_median_{name}"] = st["median"][g] * u.adc
@@ -226,7 +246,13 @@ def run(input: Path, output: Path, config: dict | None = None) -> Table:
         t[f"n_nan_{name}"] = st["n_nan"][g]
         t[f"n_saturated_{name}"] = st["n_saturated"][g]
         t[f"flags_{name}"] = st["flags"][g]
-    t.meta.update(provenance(__name__, CONTRACT.version, [Path(input)], cfg))
+        t[f"dark_noise_used_{name}"] = dark[g] * u.adc
+        t[f"gain_used_{name}"] = gain[g] * u.adc
+    t["enf_sq_used"] = enf
+    cfg_meta = {k: v for k, v in cfg.items() if k not in ("dark_noise", "gain", "enf_sq")}
+    t.meta.update(provenance(__name__, CONTRACT.version, [Path(input)], cfg_meta))
+    t.meta["upstream_inputs"] = json.dumps({"dark_noise": dark_src, "gain": gain_src,
+                                            "enf_sq": enf_src})
     t.meta["window_variance_factor"] = [float(v) for v in vf]
     t.meta["flag_bits"] = ", ".join(f"{v}={k}" for k, v in FLAGS.items())
     output = Path(output)
@@ -248,6 +274,8 @@ def check(result: Table, input: Path) -> Evidence:
     names = ("high", "low") if cam.n_gains == 2 else ("single",)
     ok = ~cam.dead
     metrics, criteria, passed = {}, {}, True
+    vf = window_variance_factor(cam.pulse_template, cam.pulse_time_step, cam.sampling_rate, width)
+    passed &= _check_upstream_enf(result, input, cam, metrics, criteria)
     for g, name in enumerate(names):
         win = sim.waveforms[:, g, :, start:start + width]
         q = win.sum(-1).astype(float)
@@ -271,11 +299,22 @@ def check(result: Table, input: Path) -> Evidence:
         criteria[f"clipped_std_bias_{name}"] = "sigma-clipped width within -5 % .. +1 % of the truth"
         passed &= -0.05 < np.mean(clip_bias) < 0.01
         # NSB rate: error from the variance error
-        rate_t = cam.nsb_rate.to_value(u.GHz)
-        var_nsb = std_t[g] ** 2 - width * cam.electronic_noise[g].to_value(u.adc) ** 2
+        # NSB rate: the value the truth implies *given the upstream inputs the result used*
+        # (dark noise, ADC/p.e., F² are checked by their own modules); error from the
+        # variance error.  With the true inputs this is the true rate.
+        dark_u = np.asarray(result[f"dark_noise_used_{name}"], float)
+        gain_u = np.asarray(result[f"gain_used_{name}"], float)
+        enf_u = np.asarray(result["enf_sq_used"], float)
+        denom = gain_u**2 * enf_u * vf[g] / cam.sampling_rate.to_value(u.GHz)
+        rate_t = (std_t[g] ** 2 - width * dark_u**2) / denom
         with np.errstate(invalid="ignore", divide="ignore"):
-            err_rate = rate_t * (std_t[g] ** 2 * np.sqrt((kurt + 2) / n)) / var_nsb
+            err_rate = std_t[g] ** 2 * np.sqrt((kurt + 2) / n) / denom
         pulls["nsb_rate"] = (np.asarray(result[f"nsb_rate_{name}"], float) - rate_t) / err_rate
+        # informative: how far the upstream ADC/p.e. (per primary p.e.) is from the truth
+        rel = gain_u / (cam.gain[g].to_value(u.adc) * cam.mean_pe_charge()) - 1
+        metrics[f"upstream_gain_rel_rms_{name}"] = float(np.sqrt(np.nanmean(rel[ok] ** 2)))
+        metrics[f"upstream_dark_noise_rel_rms_{name}"] = float(np.sqrt(np.mean(
+            (dark_u[ok] / cam.electronic_noise[g].to_value(u.adc)[ok] - 1) ** 2)))
         n_pix = int(ok.sum())
         lo, hi = pull_rms_bounds(n_pix)
         for key, pull in pulls.items():
@@ -290,6 +329,34 @@ def check(result: Table, input: Path) -> Evidence:
     return Evidence(passed=bool(passed), metrics=metrics, criteria=criteria,
                     summary="pedestal mean, width (electronic noise + NSB) and NSB rate agree with the "
                             "truth within their statistical errors (sigma-clipped estimates)")
+
+
+def _check_upstream_enf(result: Table, input: Path, cam, metrics: dict, criteria: dict) -> bool:
+    """The F² the result used against the truth, within the error of the upstream fit."""
+    import json
+
+    from calib.camera.io import read_upstream
+
+    up = read_upstream(input)
+    # the inputs the result says it used are those the sample provides (unless from config)
+    sources = json.loads(result.meta.get("upstream_inputs", "{}"))
+    names = ("high", "low") if cam.n_gains == 2 else ("single",)
+    used = {"dark_noise": np.stack([np.asarray(result[f"dark_noise_used_{n}"], float) for n in names]),
+            "gain": np.stack([np.asarray(result[f"gain_used_{n}"], float) for n in names]),
+            "enf_sq": np.asarray(result["enf_sq_used"], float)}
+    mismatch = [k for k, v in used.items() if sources.get(k) != "config" and not (
+        k in up and np.allclose(v, np.broadcast_to(up[k][0], v.shape), rtol=1e-6, equal_nan=True))]
+    metrics["upstream_inputs_not_from_sample"] = ", ".join(mismatch) or "none"
+    criteria["upstream_inputs_not_from_sample"] = ("none (dark noise, gain, F² used = the sample's "
+                                                   "/upstream products, unless given by config)")
+    f2 = float(np.mean(np.asarray(result["enf_sq_used"], float)))
+    err = float(up["enf_sq_err"][0]) if "enf_sq_err" in up else np.nan
+    true_f2 = float(np.mean(cam.enf_sq[~cam.dead]))
+    metrics["upstream_enf_sq"] = f2
+    metrics["upstream_enf_sq_pull"] = (f2 - true_f2) / err if err > 0 else np.nan
+    criteria["upstream_enf_sq_pull"] = ("|F² used - true F²| < 4 x error of the upstream "
+                                        "single-p.e. fit (when the sample provides it)")
+    return bool((not np.isfinite(err) or abs(f2 - true_f2) < 4 * err) and not mismatch)
 
 
 def _cfg_from_meta(table: Table) -> dict:

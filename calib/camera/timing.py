@@ -141,11 +141,11 @@ def write_sample(directory: Path, seed: int = 0) -> Path:
 
 def run(input: Path, output: Path, config: dict | None = None) -> Table:
     """Time offsets from the flat-field events of a sample written by :func:`write_sample`."""
-    from calib.camera.chain import (baseline_from_pedestal, extract_run, read_waveform_sample,
+    from calib.camera.chain import (baseline_from_pedestal, extract_run, read_waveform_data,
                                     write_table)
 
     config = dict(config or {})
-    data = read_waveform_sample(Path(input))
+    data = read_waveform_data(Path(input))  # measured waveforms + readout only, no truth
     baseline = baseline_from_pedestal(data["pedestal"].waveforms)  # R1 baseline incl. NSB
     ext = extract_run(data["flatfield"], data["camera"], config, baseline=baseline)
     res = time_offsets(ext["peak_time"], clip_sigma=config.get("clip_sigma", 4.0),

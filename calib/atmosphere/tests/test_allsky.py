@@ -36,11 +36,11 @@ def test_airmass():
 def test_clear_sky_stars_matched_and_extinction_recovered(clear_result):
     img, res = clear_result
     s = res.stars
-    assert res.n_matched > 150          # photometric (isolated, sigma_m < 0.05) matched stars
+    assert res.n_matched > 100          # photometric (isolated, predicted sigma_m < 0.05) matched stars
     frac_det = np.sum(s["expected"] & s["detected"]) / np.sum(s["expected"])
     assert frac_det > 0.985
-    assert abs(res.extinction - CAM.extinction) < 3 * res.extinction_err + 0.005
-    assert res.extinction_err < 0.02
+    assert abs(res.extinction - CAM.extinction) < 3 * res.extinction_err
+    assert res.extinction_err < 0.004   # weighted fit: ~0.002 mag/airmass for ~140 stars
     f = np.asarray(res.cells["cloud_fraction"])
     assert np.all(f[np.isfinite(f)] < 0.05)
 
@@ -101,3 +101,66 @@ def test_too_few_stars_in_small_cells_are_flagged(clear_result):
     few = (np.asarray(res.cells["flag"]) & A.CellFlag.TOO_FEW_STARS) > 0
     assert few.sum() > 100 and np.all(np.isnan(res.cells["cloud_fraction"][few]))
     assert np.all(np.isfinite(res.cells["cloud_fraction"][~few]))
+
+
+def test_extinction_unbiased_over_seeds():
+    """Pulls (k - k_true) / sigma_k over independent noise realisations: mean consistent with 0
+    (|mean| < 3 / sqrt(N)) and width consistent with 1 (sigma_k neither too small nor too large);
+    the mean k itself agrees with the truth within 3 standard errors of the seed-to-seed scatter.
+    (Before the star-masked background the bias was +0.005 mag/airmass, ~ +2.5 sigma per image.)"""
+    n = 12
+    k, k_err = [], []
+    for seed in range(100, 100 + n):
+        img = A.simulate_image(A.DEFAULT_TIME, "north", CAM, (), np.random.default_rng(seed))
+        res = A.analyse_image(img, A.DEFAULT_TIME, "north", CAM)
+        k.append(res.extinction)
+        k_err.append(res.extinction_err)
+    k, k_err = np.array(k), np.array(k_err)
+    pull = (k - CAM.extinction) / k_err
+    assert abs(pull.mean()) < 3 / np.sqrt(n), pull
+    assert 0.3 < pull.std(ddof=1) < 1.6, pull
+    assert abs(k.mean() - CAM.extinction) < 3 * k.std(ddof=1) / np.sqrt(n), k
+
+
+def test_annulus_background_masks_star_light(clear_result):
+    """The local background of the clean annulus pixels agrees with the simulated sky within its
+    standard error; an unmasked annulus median is biased high by the light of faint neighbours.
+    (Above 50 deg: lower down, the curvature of the sky brightness raises the annulus mean over
+    the box mean by ~0.3 count/pixel at 768 pixels, ~0.05 at 2048 -- below the k precision.)"""
+    img, _ = clear_result
+    bg_true, _ = A._sky_model(CAM)
+    cat_all = A.predict_stars(A.DEFAULT_TIME, "north", CAM)
+    cat = cat_all[cat_all["alt"].value >= 50.0]
+    half = int(np.ceil(3 * CAM.psf_sigma_px))
+    px = np.round(np.asarray(cat["x"])).astype(int)
+    py = np.round(np.asarray(cat["y"])).astype(int)
+    off = np.arange(-half, half + 1)
+    truth = bg_true[py[:, None, None] + off[None, :, None], px[:, None, None] + off[None, None, :]].mean(axis=(1, 2))
+    light = A.star_light_mask(cat_all, np.zeros(0), np.zeros(0), np.zeros(0), bg_true, CAM)
+    est, ok, n_used = A.annulus_background(img, light, px, py, half, CAM)
+    assert ok.mean() > 0.9 and np.all(n_used[ok] >= 20)
+    d = (est - truth)[ok]
+    se = d.std(ddof=1) / np.sqrt(d.size)
+    assert abs(d.mean()) < 3 * se, (d.mean(), se)
+    no_mask = np.zeros_like(light)
+    ry, rx = np.mgrid[-3 * half:3 * half + 1, -3 * half:3 * half + 1]
+    ring = (np.hypot(ry, rx) >= 2 * half) & (np.hypot(ry, rx) <= 3 * half)
+    median = np.median(img[py[:, None] + ry[ring][None, :], px[:, None] + rx[ring][None, :]], axis=1)
+    assert (median - truth)[ok].mean() > 10 * se          # the old estimator's bias
+    est0, _, _ = A.annulus_background(img, no_mask, px, py, half, CAM)
+    assert (est0 - truth)[ok].mean() > 3 * se            # masking is what removes it
+
+
+def test_box_contamination():
+    """Neighbour light in the box from the Gaussian PSF: a star 2.5 mag fainter next to the box."""
+    from astropy.table import Table
+    from scipy.special import erf
+    s = CAM.psf_sigma_px
+    half = int(np.ceil(3 * s))
+    cat = Table({"x": [100.0, 100.0 + half + 1, 300.0], "y": [200.0, 200.0, 200.0], "vmag": [5.0, 7.5, 3.0]})
+    c = A.box_contamination(cat, CAM)
+    s2 = np.sqrt(2) * s       # the neighbour sits 0.5 px outside the box edge in x, centred in y
+    fx = 0.5 * (erf(-0.5 / s2) - erf(-(2 * half + 1.5) / s2))
+    fy = erf((half + 0.5) / s2)
+    assert c[0] == pytest.approx(0.1 * fx * fy, rel=1e-6)
+    assert c[1] == pytest.approx(10.0 * fx * fy, rel=1e-6) and c[2] == 0.0

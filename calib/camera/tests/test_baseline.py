@@ -102,3 +102,10 @@ def test_contract_sample_run_check(tmp_path):
     few["n_values_high"] = few["n_values_high"] // 4
     ev = B.CONTRACT.check(few, path)
     assert not ev.passed and ev.metrics["n_values_outside_input_high"] == len(table)
+
+
+def test_run_does_not_read_the_truth_baseline(tmp_path):
+    """run() rests on evidence: the same result on a copy of the sample without any truth."""
+    from calib.camera.tests.truthless import assert_run_ignores_truth
+
+    assert_run_ignores_truth("calib.camera.baseline", tmp_path)

@@ -115,3 +115,10 @@ def test_bad_input():
         xt.fit_crosstalk_spectrum(noise)
     t = xt.fit_crosstalk_camera(np.stack([q, noise], axis=1))
     assert list(t["fit_ok"]) == [True, False] and "no signal" in t["reason"][1]
+
+
+def test_run_does_not_read_the_truth_crosstalk(tmp_path):
+    """run() rests on evidence: the same result on a copy of the sample without any truth."""
+    from calib.camera.tests.truthless import assert_run_ignores_truth
+
+    assert_run_ignores_truth("calib.camera.crosstalk", tmp_path)

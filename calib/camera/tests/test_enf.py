@@ -140,3 +140,10 @@ def test_contract_rejects_bad_file(tmp_path):
     bad.write_text("not hdf5")
     with pytest.raises(CalibrationError):
         enf.CONTRACT.run(bad, tmp_path / "x.ecsv", {})
+
+
+def test_run_does_not_read_the_truth_enf(tmp_path):
+    """run() rests on evidence: the same result on a copy of the sample without any truth."""
+    from calib.camera.tests.truthless import assert_run_ignores_truth
+
+    assert_run_ignores_truth("calib.camera.enf", tmp_path)

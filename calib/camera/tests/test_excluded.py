@@ -73,3 +73,23 @@ def test_contract_sample_run_check(tmp_path):
     assert table.meta["module"] == "calib.camera.excluded"
     ev = CONTRACT.check(table, path)
     assert ev.passed, ev.to_dict()
+
+
+def test_run_does_not_read_the_truth_excluded(tmp_path):
+    """run() rests on evidence: the same result on a copy of the sample without any truth;
+    its upstream input enf_sq comes from the sample's /upstream group (computed by the upstream
+    module) or from config -- without either, run() refuses instead of using the truth."""
+    import h5py
+    import pytest
+
+    from calib.camera.tests.truthless import assert_run_ignores_truth, truthless_copy
+    from calib.contract import CalibrationError, load_contract
+
+    ref, path = assert_run_ignores_truth("calib.camera.excluded", tmp_path)
+    assert "computed from" in ref.meta["upstream_inputs"]
+    bare = truthless_copy(path, tmp_path / "no_upstream")
+    with h5py.File(bare, "a") as fh:
+        del fh["upstream"]
+    contract, _ = load_contract("calib.camera.excluded")
+    with pytest.raises(CalibrationError, match="enf_sq"):
+        contract.run(bare, tmp_path / "none.ecsv", {})

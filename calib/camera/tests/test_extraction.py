@@ -172,7 +172,11 @@ def test_run_flags_saturated_pixels(tmp_path):
     cam = make_camera("tiny", seed=7)
     run = simulate_waveforms(cam, "flatfield", 30, seed=8, intensity=400.0)
     path = write_run(tmp_path / "bright.h5", run)
-    table = X.CONTRACT.run(path, tmp_path / "bright.ecsv", {"chunk_size": 11})
+    from calib.camera.upstream import dark_baseline_product
+
+    base = dark_baseline_product(cam, 9, 50)[0]  # the measured baseline (0102), via config
+    table = X.CONTRACT.run(path, tmp_path / "bright.ecsv", {"chunk_size": 11, "baseline": base})
+    assert "config" in table.meta["upstream_inputs"]
     sat_hg = (run.waveforms[:, 0] >= cam.saturation_adc).any(-1).sum(0)
     assert np.array_equal(np.asarray(table["n_saturated_high"]), sat_hg)
     assert sat_hg[~cam.dead].min() > 0  # 400 p.e. saturate the high gain
@@ -215,3 +219,23 @@ def test_gain_and_baseline_arguments_are_checked():
     with pytest.raises(CalibrationError, match="non-finite"):
         X.local_peak_window_sum(wf4, gain=0, baseline=np.array([0, 1, np.nan, 0, 0]))
     assert X.local_peak_window_sum(wf4, gain=1, baseline=2.0 * u.adc).charge.shape == (3, 5)
+
+
+def test_run_does_not_read_the_truth_extraction(tmp_path):
+    """run() rests on evidence: the same result on a copy of the sample without any truth;
+    its upstream input baseline comes from the sample's /upstream group (computed by the upstream
+    module) or from config -- without either, run() refuses instead of using the truth."""
+    import h5py
+    import pytest
+
+    from calib.camera.tests.truthless import assert_run_ignores_truth, truthless_copy
+    from calib.contract import CalibrationError, load_contract
+
+    ref, path = assert_run_ignores_truth("calib.camera.extraction", tmp_path)
+    assert "computed from" in ref.meta["upstream_inputs"]
+    bare = truthless_copy(path, tmp_path / "no_upstream")
+    with h5py.File(bare, "a") as fh:
+        del fh["upstream"]
+    contract, _ = load_contract("calib.camera.extraction")
+    with pytest.raises(CalibrationError, match="baseline"):
+        contract.run(bare, tmp_path / "none.ecsv", {})

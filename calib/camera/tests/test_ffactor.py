@@ -227,3 +227,23 @@ def test_adc_per_pe_error_is_the_delta_method_with_the_right_covariance_sign():
                          (ln_g(S, D + h) - ln_g(S, D - h)) / (2 * h)])
         expect = np.exp(ln_g(S, D)) * np.sqrt(grad @ cov_m @ grad)
         assert out["adc_per_pe_err"][0, 0] == pytest.approx(expect, rel=1e-6)
+
+
+def test_run_does_not_read_the_truth_ffactor(tmp_path):
+    """run() rests on evidence: the same result on a copy of the sample without any truth;
+    its upstream input enf_sq comes from the sample's /upstream group (computed by the upstream
+    module) or from config -- without either, run() refuses instead of using the truth."""
+    import h5py
+    import pytest
+
+    from calib.camera.tests.truthless import assert_run_ignores_truth, truthless_copy
+    from calib.contract import CalibrationError, load_contract
+
+    ref, path = assert_run_ignores_truth("calib.camera.ffactor", tmp_path)
+    assert "computed from" in ref.meta["upstream_inputs"]
+    bare = truthless_copy(path, tmp_path / "no_upstream")
+    with h5py.File(bare, "a") as fh:
+        del fh["upstream"]
+    contract, _ = load_contract("calib.camera.ffactor")
+    with pytest.raises(CalibrationError, match="enf_sq"):
+        contract.run(bare, tmp_path / "none.ecsv", {})

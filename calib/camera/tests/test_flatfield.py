@@ -119,3 +119,10 @@ def test_contract_sample_run_check(tmp_path):
     assert len(table) == 1855 and table["relative_gain_mean"].shape == (1855, 2)
     ev = CONTRACT.check(table, path)
     assert ev.passed, ev.to_dict()
+
+
+def test_run_does_not_read_the_truth_flatfield(tmp_path):
+    """run() rests on evidence: the same result on a copy of the sample without any truth."""
+    from calib.camera.tests.truthless import assert_run_ignores_truth
+
+    assert_run_ignores_truth("calib.camera.flatfield", tmp_path)

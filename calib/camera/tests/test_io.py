@@ -90,3 +90,35 @@ def test_missing_truth_raises(tmp_path, tiny):
         del fh["events/charge"]
     with pytest.raises(CalibrationError, match="neither waveforms nor charges"):
         read_run(path)
+
+
+def test_measured_reader_needs_no_truth_and_upstream_inputs_never_fall_back(tmp_path):
+    """read_measured / read_readout read a run stripped of all truth (read_run cannot);
+    upstream_input takes config first, then /upstream, and raises without either."""
+    import pytest
+
+    from calib.camera.io import (read_measured, read_readout, read_run, read_upstream,
+                                 upstream_input, write_run, write_upstream)
+    from calib.camera.simulation import make_camera, simulate_waveforms
+    from calib.camera.tests.truthless import truthless_copy
+    from calib.contract import CalibrationError
+
+    cam = make_camera("tiny", seed=3)
+    path = write_run(tmp_path / "r.h5", simulate_waveforms(cam, "pedestal", 5, 4))
+    bare = truthless_copy(path, tmp_path / "bare")
+    with pytest.raises(CalibrationError):
+        read_run(bare)
+    m = read_measured(bare, events=slice(1, 3))
+    assert m.n_events == 2 and m.waveforms.shape == (2, cam.n_gains, cam.n_pixels, cam.n_samples)
+    assert not hasattr(read_readout(bare), "baseline")
+    with pytest.raises(CalibrationError, match="config\\['gain'\\]"):
+        upstream_input("gain", {}, read_upstream(bare), bare, "calib.camera.ffactor")
+    write_upstream(bare, {"gain": [[80.0] * cam.n_pixels] * 2}, {"gain": "ffactor, computed from run X"})
+    value, source = upstream_input("gain", {}, read_upstream(bare), bare, "calib.camera.ffactor",
+                                   (2, cam.n_pixels))
+    assert source == "ffactor, computed from run X" and value.shape == (2, cam.n_pixels)
+    value, source = upstream_input("gain", {"gain": 70.0}, read_upstream(bare), bare, "x",
+                                   (2, cam.n_pixels))
+    assert source == "config" and np.all(value == 70.0)
+    with pytest.raises(CalibrationError, match="infinite"):
+        upstream_input("gain", {"gain": np.inf}, {}, bare, "x")

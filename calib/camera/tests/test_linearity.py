@@ -144,3 +144,23 @@ def test_contract_with_simulator(tmp_path):
         g[1] *= 1.03
         f["true_gain"][...] = g
     assert not lin.CONTRACT.check(result, path).passed
+
+
+def test_run_does_not_read_the_truth_linearity(tmp_path):
+    """run() rests on evidence: the same result on a copy of the sample without any truth;
+    its upstream input enf_sq comes from the sample's /upstream group (computed by the upstream
+    module) or from config -- without either, run() refuses instead of using the truth."""
+    import h5py
+    import pytest
+
+    from calib.camera.tests.truthless import assert_run_ignores_truth, truthless_copy
+    from calib.contract import CalibrationError, load_contract
+
+    ref, path = assert_run_ignores_truth("calib.camera.linearity", tmp_path)
+    assert "computed from" in ref.meta["upstream_inputs"]
+    bare = truthless_copy(path, tmp_path / "no_upstream")
+    with h5py.File(bare, "a") as fh:
+        del fh["upstream"]
+    contract, _ = load_contract("calib.camera.linearity")
+    with pytest.raises(CalibrationError, match="enf_sq"):
+        contract.run(bare, tmp_path / "none.ecsv", {})

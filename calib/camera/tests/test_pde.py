@@ -143,3 +143,17 @@ def test_contracts(module, tmp_path):
     with h5py.File(path, "a") as f:  # a 3 % wrong truth must be detected
         f[key][...] = f[key][()] * 1.03
     assert not module.CONTRACT.check(result, path).passed
+
+
+def test_run_does_not_read_the_truth_pde_wavelength(tmp_path):
+    """run() rests on evidence: the same result on a copy of the sample without any truth."""
+    from calib.camera.tests.truthless import assert_run_ignores_truth
+
+    assert_run_ignores_truth("calib.camera.pde_wavelength", tmp_path)
+
+
+def test_run_does_not_read_the_truth_pde_angle(tmp_path):
+    """run() rests on evidence: the same result on a copy of the sample without any truth."""
+    from calib.camera.tests.truthless import assert_run_ignores_truth
+
+    assert_run_ignores_truth("calib.camera.pde_angle", tmp_path)

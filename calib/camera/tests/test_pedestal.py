@@ -130,3 +130,23 @@ def test_clipping_that_leaves_fewer_than_two_values_gives_nan_not_a_number():
     mean, median, std, n = P.sigma_clipped_stats(x, sigma=1, iterations=5)
     assert n[0, 0] == 9 and mean[0, 0] == 0 and std[0, 0] == 0
     assert n[0, 1] == 1 and np.isnan(std[0, 1]) and np.isnan(mean[0, 1])
+
+
+def test_run_does_not_read_the_truth_pedestal(tmp_path):
+    """run() rests on evidence: the same result on a copy of the sample without any truth;
+    its upstream input dark_noise comes from the sample's /upstream group (computed by the upstream
+    module) or from config -- without either, run() refuses instead of using the truth."""
+    import h5py
+    import pytest
+
+    from calib.camera.tests.truthless import assert_run_ignores_truth, truthless_copy
+    from calib.contract import CalibrationError, load_contract
+
+    ref, path = assert_run_ignores_truth("calib.camera.pedestal", tmp_path)
+    assert "computed from" in ref.meta["upstream_inputs"]
+    bare = truthless_copy(path, tmp_path / "no_upstream")
+    with h5py.File(bare, "a") as fh:
+        del fh["upstream"]
+    contract, _ = load_contract("calib.camera.pedestal")
+    with pytest.raises(CalibrationError, match="dark_noise"):
+        contract.run(bare, tmp_path / "none.ecsv", {})

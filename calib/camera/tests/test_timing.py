@@ -77,3 +77,10 @@ def test_contract_sample_run_check(tmp_path):
     assert table["time_shift"].unit == u.ns
     ev = CONTRACT.check(table, path)
     assert ev.passed, ev.to_dict()
+
+
+def test_run_does_not_read_the_truth_timing(tmp_path):
+    """run() rests on evidence: the same result on a copy of the sample without any truth."""
+    from calib.camera.tests.truthless import assert_run_ignores_truth
+
+    assert_run_ignores_truth("calib.camera.timing", tmp_path)
