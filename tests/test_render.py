@@ -121,8 +121,8 @@ def test_method_and_evidence_are_shown(registry):
     assert ("| I-DATA-xST-0106 | `calib.camera.ffactor` | F-factor method. | `calib/camera/tests/test_ffactor.py` "
             "| fail | bias too large | bias = 0.031; gain = 7.95 adc | 2026-11-25T10:00:00+00:00 (2.25 s) |") in report_md
     report_html = publish.render_report(ctx, "html", interface_views(ctx))
-    assert ("<td><code>calib.camera.ffactor</code></td><td>F-factor method.</td>"
-            "<td><code>calib/camera/tests/test_ffactor.py</code></td>") in report_html
+    assert ('<td class="module"><code>calib.camera.ffactor</code><br>F-factor method.</td>'
+            '<td class="tests"><code>calib/<wbr>camera/<wbr>tests/<wbr>test_ffactor.py</code></td>') in report_html
     # a docstring that quotes a fenced block does not close the block it is shown in
     fenced = Context(registry, evidence, {"calib.camera.ffactor": MethodInfo(
         "calib.camera.ffactor", method="Example:\n```python\nx = 1\n```\nEnd.")}, "https://x", TODAY)

@@ -12,6 +12,8 @@ try:
 except ImportError:  # pragma: no cover - pure-Python markupsafe
     from markupsafe._native import _escape_inner
 
+from ..model import PIPELINE_LEVELS
+
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 _MD_CELL = str.maketrans({"|": "\\|", "\n": " ", "\r": " ", "<": "&lt;", ">": "&gt;"})
 
@@ -88,6 +90,7 @@ def environment(directory: str = str(TEMPLATES)) -> jinja2.Environment:
     env.filters["cell"] = md_cell
     env.filters["mdtext"] = md_text
     env.filters["fence"] = md_fence
+    env.globals["pipeline_legend"] = ", ".join(f"{k} {v}" for k, v in PIPELINE_LEVELS.items())
     return env
 
 

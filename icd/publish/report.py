@@ -9,10 +9,11 @@ from typing import Any, Iterable, Optional
 
 from ..model import ICD_NAMES, STATUSES
 from . import charts
-from .views import NO_TASK, STAGE_SHORT, Context, View
+from .views import NO_TASK, STAGE_SHORT, Context, View, anchor
 
 STATUS_COLUMNS: tuple[str, ...] = (*STATUSES, NO_TASK)
 VERDICTS: tuple[str, ...] = ("pass", "fail", "error", "none")
+VERDICT_LABELS = {"pass": "pass", "fail": "fail", "error": "error", "none": "no evidence yet"}
 CURRENT_COLUMNS: tuple[tuple[str, str], ...] = (
     ("none", "not planned"), *((k, v) for k, v in STAGE_SHORT.items()), ("done", "all stages done"))
 
@@ -50,10 +51,17 @@ def _summary(name: str, title: str, views: list[dict[str, Any]]) -> dict[str, An
 
 
 def _stage_chart(summary: dict[str, Any]) -> Any:
-    series = [(status, charts.STATUS_COLOURS[status], [row["counts"][i] for row in summary["stage_rows"]])
-              for i, status in enumerate(STATUS_COLUMNS)]
-    return charts.stacked_columns([r["title"] for r in summary["stage_rows"]], series,
-                                  f"{summary['name']}: interfaces per lifecycle stage and status")
+    """Columns of the interfaces that have a task at each stage, stacked by status; the interfaces
+    without a task are written under each column (drawn, they would flatten everything else)."""
+    rows = summary["stage_rows"]
+    series = [(status, charts.STATUS_COLOURS[status], [row["counts"][i] for row in rows])
+              for i, status in enumerate(STATUS_COLUMNS) if status != NO_TASK]
+    without = STATUS_COLUMNS.index(NO_TASK)
+    notes = [f"{row['counts'][without]} without task" if row["counts"][without] else "" for row in rows]
+    return charts.stacked_columns([r["title"] for r in rows], series,
+                                  f"{summary['name']}: interfaces per lifecycle stage and task status",
+                                  y_label="interfaces with a task", notes=notes,
+                                  empty=f"no Redmine task at any stage yet ({summary['n']} interfaces)")
 
 
 def report_data(ctx: Context, views: list[dict[str, Any]], *, since: Optional[Any] = None,
@@ -69,11 +77,12 @@ def report_data(ctx: Context, views: list[dict[str, Any]], *, since: Optional[An
         icd = registry.icds.get(name)
         s = _summary(name, icd.title if icd else name, members)
         s.update(version=icd.version if icd else "", status=icd.status if icd else "",
-                 date=str(icd.date) if icd else "", views=members)
+                 date=str(icd.date) if icd else "", views=members, anchor=f"icd-{anchor(name)}")
         if charts_wanted:
             s["chart"] = _stage_chart(s)
         icds.append(s)
     overall = _summary("All ICDs", "All ICDs", views)
+    overall["anchor"] = "overview"
     volunteers, ccf, overdue, hours = [], [], [], []
     for v in views:
         for t in v["tasks"]:
@@ -95,10 +104,12 @@ def report_data(ctx: Context, views: list[dict[str, Any]], *, since: Optional[An
     if charts_wanted:
         data["chart_overall"] = _stage_chart(overall)
         data["chart_hours"] = charts.paired_bars([s["name"] for s in icds], [s["estimated"] for s in icds],
-                                                 [s["spent"] for s in icds], "Hours estimated vs spent per ICD")
+                                                 [s["spent"] for s in icds], "Hours estimated vs spent per ICD",
+                                                 empty="no hours recorded")
         data["chart_evidence"] = charts.stacked_rows(
             [s["name"] for s in icds] + ["All ICDs"],
-            [(k, charts.VERDICT_COLOURS[k], [s["verdict_counts"].get(k, 0) for s in icds] + [overall["verdict_counts"].get(k, 0)])
+            [(VERDICT_LABELS[k], charts.VERDICT_COLOURS[k],
+              [s["verdict_counts"].get(k, 0) for s in icds] + [overall["verdict_counts"].get(k, 0)])
              for k in VERDICTS],
             "Verification evidence of the calibration modules")
     return data

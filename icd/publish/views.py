@@ -23,6 +23,7 @@ STAGE_SHORT = {"feedback": "Feedback to DATA", "data_structure": "Data structure
                "partial_array_test": "Partial-array test"}
 NO_TASK = "no task"
 _ANCHOR = re.compile(r"[^a-z0-9]+")
+_PAGE = re.compile(r"[A-Za-z0-9-]+")  # an ICD name usable as a relative file name in a link
 
 
 class View(dict):
@@ -126,6 +127,12 @@ class Context:
         self.wps = {key: p.wp for key, p in people.items()}
         self.codes = {i.code for i in self.registry.interfaces}
         self.display = {i.code: i.display_code for i in self.registry.interfaces}
+        self.icd_of = {i.code: i.icd for i in self.registry.interfaces}
+        self.anchors = {i.code: anchor(i.code) for i in self.registry.interfaces}
+
+    def anchor(self, code: str) -> str:
+        a = self.anchors.get(code)
+        return a if a is not None else anchor(code)
 
     def name(self, key: Optional[str]) -> str:
         if key is None:
@@ -157,7 +164,7 @@ def task_view(task: Task, ctx: Context, iface: Interface) -> dict[str, Any]:
         "overdue": overdue, "days_late": (ctx.today - due).days if overdue else 0,
         "volunteers": task.needs_volunteers, "ccf": task.reserved_for_ccf,
         "code": iface.code, "display_code": iface.display_code, "icd": iface.icd,
-        "anchor": anchor(iface.code), "title": iface.title,
+        "anchor": ctx.anchor(iface.code), "title": iface.title,
     })
 
 
@@ -169,8 +176,18 @@ def evidence_view(record: Any) -> Optional[dict[str, Any]]:
     return View({
         "verdict": record.verdict, "summary": record.summary or (record.error or ""), "metrics": metrics,
         "timestamp": record.timestamp or "", "duration": f"{record.duration_s:.2f} s",
+        "when": (record.timestamp or "").replace("+00:00", " UTC").split("T"),
         "module": record.module, "module_version": record.module_version, "error": record.error or "",
     })
+
+
+def _related(code: str, icd: str, ctx: Context) -> View:
+    """A related interface: a link inside this ICD's document, into the sibling document of
+    another ICD (``DATA-COM.html#...``, written beside it by ``icd doc``), or plain text."""
+    other = ctx.icd_of.get(code)
+    a = ctx.anchor(code)
+    page = "" if other == icd else (other if other and _PAGE.fullmatch(other) else None)
+    return View(code=code, display=ctx.display.get(code, code), anchor=a, page=page)
 
 
 def interface_view(iface: Interface, ctx: Context) -> dict[str, Any]:
@@ -194,10 +211,10 @@ def interface_view(iface: Interface, ctx: Context) -> dict[str, Any]:
     pipeline = [f"{p} ({PIPELINE_LEVELS[p]})" for p in iface.pipeline_levels]
     return View({
         "code": iface.code, "display_code": iface.display_code, "provisional": iface.provisional,
-        "anchor": anchor(iface.code), "icd": iface.icd, "title": iface.title,
+        "anchor": ctx.anchor(iface.code), "icd": iface.icd, "title": iface.title,
         "description": iface.description, "category": iface.category, "level": iface.level,
-        "pipeline_levels": pipeline, "pipeline": ", ".join(pipeline),
-        "related": [View(code=c, display=ctx.display.get(c, c), anchor=anchor(c)) for c in iface.related],
+        "pipeline_levels": pipeline, "pipeline": ", ".join(pipeline), "pipeline_short": ", ".join(iface.pipeline_levels),
+        "related": [_related(c, iface.icd, ctx) for c in iface.related],
         "providers": [View(name=ctx.name(p.person) if p.person else "to be decided", wp=p.wp,
                            subproject=p.subproject or "") for p in iface.provided_by],
         "tasks": tasks, "stages": stages,
