@@ -107,7 +107,7 @@ class AllSkyCamera:
     min_matched: int = 20
     max_mag_error: float = 0.05               # photometric stars used for the extinction fit
     max_contamination: float = 0.002          # photometric stars: neighbours' light in the box / own flux
-    mag_error_floor: float = 0.003            # added in quadrature to the weights' magnitude errors
+    mag_error_floor: float = 0.002            # added in quadrature to the weights' magnitude errors
 
     @property
     def radius(self) -> float:
