@@ -128,25 +128,29 @@ def write_charge_sample(directory: Path, seed: int, name: str, *, kind: str = "l
     return path
 
 
+def _read_pair(path: Path, reader, what: str):
+    """Flat-field run at ``path`` and its companion pedestal run, both read with ``reader``."""
+    path = Path(path)
+    ped_path = _pedestal_path(path)
+    ff, ped = reader(path), reader(ped_path)
+    if getattr(ff, what) is None or getattr(ped, what) is None:
+        kind = "window charges (a waveform sample?)" if what == "charge" else "waveforms (a charge sample?)"
+        raise CalibrationError(f"{path} holds no {kind}")
+    return ff, ped, [path, ped_path]
+
+
+def _charges(ff, ped, inputs: list) -> dict:
+    clip = (ff.window or 1) * ff.camera.saturation_adc
+    return {"camera": ff.camera, "flatfield_charge": ff.charge, "pedestal_charge": ped.charge,
+            "flatfield_saturated": ff.charge >= clip, "inputs": inputs}
+
+
 def read_charge_sample(path: Path) -> dict:
     """Charges, saturation masks and truth of a sample written by :func:`write_charge_sample`."""
     from calib.camera.io import read_run
 
-    ff = read_run(path)
-    ped = read_run(_pedestal_path(Path(path)))
-    if ff.charge is None or ped.charge is None:
-        raise CalibrationError(f"{path} holds no window charges (a waveform sample?)")
-    cam = ff.camera
-    clip = (ff.window or 1) * cam.saturation_adc
-    return {
-        "camera": cam,
-        "flatfield": ff,
-        "pedestal": ped,
-        "flatfield_charge": ff.charge,
-        "pedestal_charge": ped.charge,
-        "flatfield_saturated": ff.charge >= clip,
-        "inputs": [Path(path), _pedestal_path(Path(path))],
-    }
+    ff, ped, inputs = _read_pair(path, read_run, "charge")
+    return {**_charges(ff, ped, inputs), "flatfield": ff, "pedestal": ped}
 
 
 def write_waveform_sample(directory: Path, seed: int, name: str, *, kind: str = "tiny",
@@ -169,26 +173,15 @@ def read_charge_data(path: Path) -> dict:
     """The measured part of a charge sample (no truth): readout, charges, saturation masks."""
     from calib.camera.io import read_measured
 
-    ff = read_measured(path)
-    ped = read_measured(_pedestal_path(Path(path)))
-    if ff.charge is None or ped.charge is None:
-        raise CalibrationError(f"{path} holds no window charges (a waveform sample?)")
-    clip = (ff.window or 1) * ff.camera.saturation_adc
-    return {"camera": ff.camera, "flatfield_charge": ff.charge, "pedestal_charge": ped.charge,
-            "flatfield_saturated": ff.charge >= clip,
-            "inputs": [Path(path), _pedestal_path(Path(path))]}
+    return _charges(*_read_pair(path, read_measured, "charge"))
 
 
 def read_waveform_data(path: Path) -> dict:
     """The measured part of a waveform sample (no truth): readout and the two runs."""
     from calib.camera.io import read_measured
 
-    ff = read_measured(path)
-    ped = read_measured(_pedestal_path(Path(path)))
-    if ff.waveforms is None or ped.waveforms is None:
-        raise CalibrationError(f"{path} holds no waveforms (a charge sample?)")
-    return {"camera": ff.camera, "flatfield": ff, "pedestal": ped,
-            "inputs": [Path(path), _pedestal_path(Path(path))]}
+    ff, ped, inputs = _read_pair(path, read_measured, "waveforms")
+    return {"camera": ff.camera, "flatfield": ff, "pedestal": ped, "inputs": inputs}
 
 
 def enf_sq_input(config: dict, path: Path) -> tuple[float, str]:
