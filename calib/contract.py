@@ -40,6 +40,7 @@ __all__ = [
     "CalibrationError",
     "provenance",
     "load_contract",
+    "write_table",
 ]
 
 CODE_PATTERN = r"^(I-DATA-(COM|xST|ACTL)-\d{4}|PROV-DATA-(COM|xST|ACTL)-[A-Z0-9-]+)$"
@@ -135,6 +136,19 @@ def provenance(module: str, version: str, inputs: list[Path] | tuple[Path, ...] 
         "python": platform.python_version(),
         "numpy": numpy.__version__,
     }
+
+
+def write_table(table, path: Path) -> None:
+    """Write a module's output table, overwriting: ECSV for ``.ecsv``, HDF5 (table at ``data``,
+    metadata kept) for ``.h5``/``.hdf5``, otherwise astropy's format for the suffix (e.g. FITS)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".ecsv":
+        table.write(path, format="ascii.ecsv", overwrite=True)
+    elif path.suffix in (".h5", ".hdf5"):
+        table.write(path, path="data", serialize_meta=True, overwrite=True)
+    else:
+        table.write(path, overwrite=True)
 
 
 def _plain(value: Any) -> Any:

@@ -32,7 +32,7 @@ from astropy.table import Table
 
 from calib.array import _common as C
 from calib.atmosphere.molecular import MolecularProfile, rayleigh_phase_function
-from calib.contract import CalibrationError, CalibrationModule, Evidence, Port, provenance
+from calib.contract import CalibrationError, CalibrationModule, Evidence, Port, provenance, write_table
 
 __all__ = ["henyey_greenstein", "photons_at_telescopes", "throughputs", "CONTRACT"]
 
@@ -159,7 +159,7 @@ def run(input: Path, output: Path, config: dict | None = None) -> Table:
                                       vaod_top=config.get("vaod", vaod), vaod_err=config.get("vaod_err", vaod_err))
     t = C.throughput_table(arr, eff, err, flag, rel, syst)
     t.meta.update(provenance(__name__, VERSION, [Path(input)], config))
-    t.write(output, overwrite=True, format="ascii.ecsv")
+    write_table(t, output)
     return t
 
 

@@ -30,7 +30,7 @@ from astropy.table import Table
 
 from calib.array import _common as C
 from calib.atmosphere.molecular import MolecularProfile
-from calib.contract import CalibrationError, CalibrationModule, Evidence, Port, provenance
+from calib.contract import CalibrationError, CalibrationModule, Evidence, Port, provenance, write_table
 
 __all__ = ["ground_transmission", "throughputs", "flat_field_coefficients", "flat_field_errors", "CONTRACT"]
 
@@ -146,7 +146,7 @@ def run(input: Path, output: Path, config: dict | None = None) -> Table:
     t["pixel_flat_field_err"] = flat_field_errors(q)
     t["pixel_flat_field_rms"] = np.std(ff, axis=1)
     t.meta.update(provenance(__name__, VERSION, [Path(input)], config))
-    t.write(output, overwrite=True, format="ascii.ecsv")
+    write_table(t, output)
     return t
 
 

@@ -31,7 +31,7 @@ from astropy.table import Table
 
 from calib.array import _common as C
 from calib.atmosphere.molecular import MolecularProfile
-from calib.contract import CalibrationError, CalibrationModule, Evidence, Port, provenance
+from calib.contract import CalibrationError, CalibrationModule, Evidence, Port, provenance, write_table
 
 __all__ = ["beam_profile", "photon_density", "throughputs", "CONTRACT"]
 
@@ -127,7 +127,7 @@ def run(input: Path, output: Path, config: dict | None = None) -> Table:
                                  source_stability=config.get("source_stability", stab))
     t = C.throughput_table(arr, eff, err, flag)
     t.meta.update(provenance(__name__, VERSION, [Path(input)], config))
-    t.write(output, overwrite=True, format="ascii.ecsv")
+    write_table(t, output)
     return t
 
 

@@ -65,7 +65,7 @@ from scipy.spatial import cKDTree
 from scipy.special import erf
 
 from calib.atmosphere._jit import njit
-from calib.contract import CalibrationError, CalibrationModule, Evidence, Port, provenance
+from calib.contract import CalibrationError, CalibrationModule, Evidence, Port, provenance, write_table
 from calib.sky.altaz import star_altaz
 from calib.sky.catalog import bright_stars, skycoord
 from calib.sky.sites import SITES
@@ -746,7 +746,7 @@ def run(input: Path, output: Path, config: dict | None = None) -> Table:
         fov = cloud_fraction_in_fov(res, *pointing)
         table.meta.update({f"fov_{name}_{k}": v for k, v in fov.items()})
     table.meta.update(provenance(__name__, VERSION, [Path(input)], config))
-    table.write(output, overwrite=True, format="ascii.ecsv")
+    write_table(table, output)
     return table
 
 

@@ -29,7 +29,7 @@ import numpy as np
 from astropy.table import Table
 
 from calib.atmosphere.shower import cherenkov_emission_profile
-from calib.contract import CalibrationError, CalibrationModule, Evidence, Port, provenance
+from calib.contract import CalibrationError, CalibrationModule, Evidence, Port, provenance, write_table
 
 __all__ = ["light_weighted_transmission", "correct_energy", "corrected_effective_area", "flux_bias",
            "TRUSTED_TRANSMISSION", "CONTRACT"]
@@ -204,7 +204,7 @@ def run(input: Path, output: Path, config: dict | None = None) -> Table:
     t.meta["tbar_1TeV"] = float(np.interp(np.log(1000.0), np.log(grid), tbar))
     t.meta["tbar_grid"] = json.dumps({"energy_gev": grid.tolist(), "tbar": tbar.tolist()})
     t.meta.update(provenance(__name__, VERSION, [Path(input)], config))
-    t.write(output, overwrite=True, format="ascii.ecsv")
+    write_table(t, output)
     return t
 
 

@@ -38,7 +38,7 @@ import numpy as np
 from astropy.table import Table
 
 from calib.atmosphere.shower import cherenkov_emission_profile
-from calib.contract import CalibrationError, CalibrationModule, Evidence, Port, provenance
+from calib.contract import CalibrationError, CalibrationModule, Evidence, Port, provenance, write_table
 
 __all__ = ["CTCFlag", "zenith_corrected_rate", "telescope_coefficients", "reference_normalisation",
            "cherenkov_transparency", "lidar_transmission_at_shower_max", "lidar_cross_check",
@@ -261,7 +261,7 @@ def run(input: Path, output: Path, config: dict | None = None) -> Table:
     t.meta["lidar_cross_check"] = json.dumps(lidar_cross_check(res["ctc"], res["ctc_err"],
                                                                d["lidar_transmission"], d["reference"]))
     t.meta.update(provenance(__name__, VERSION, [Path(input)], config))
-    t.write(output, overwrite=True, format="ascii.ecsv")
+    write_table(t, output)
     return t
 
 

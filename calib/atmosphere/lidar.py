@@ -56,7 +56,7 @@ from astropy.table import Table
 from calib.atmosphere._jit import njit
 from calib.atmosphere.molecular import (MolecularProfile, N2_FRACTION, molecular_lidar_ratio,
                                         raman_n2_backscatter_cross_section, raman_wavelength)
-from calib.contract import CalibrationError, CalibrationModule, Evidence, Port, provenance
+from calib.contract import CalibrationError, CalibrationModule, Evidence, Port, provenance, write_table
 
 __all__ = [
     "LidarConfig", "AerosolProfile", "LidarFlag", "LidarRetrieval", "CloudLayer",
@@ -801,7 +801,7 @@ def run(input: Path, output: Path, config: dict | None = None) -> Table:
                    pretrigger_raman=d["pretrigger_raman"], **config)
     table = retrieval_table(res, 0)
     table.meta.update(provenance(__name__, VERSION, [Path(input)], config))
-    table.write(output, overwrite=True, format="ascii.ecsv")
+    write_table(table, output)
     return table
 
 

@@ -31,7 +31,7 @@ import numpy as np
 from astropy.table import Table
 from astropy.time import Time
 
-from calib.contract import CalibrationError, CalibrationModule, Evidence, Port, provenance
+from calib.contract import CalibrationError, CalibrationModule, Evidence, Port, provenance, write_table
 
 __all__ = ["SelectionConfig", "SelectionFlag", "Quality", "classify", "good_time_intervals", "CONTRACT"]
 
@@ -189,7 +189,7 @@ def run(input: Path, output: Path, config: dict | None = None) -> Table:
     gti.meta["n_correctable"] = int(np.sum(q == Quality.CORRECTABLE))
     gti.meta["n_rejected"] = int(np.sum(q == Quality.REJECTED))
     gti.meta.update(provenance(__name__, VERSION, [Path(input)], config))
-    gti.write(output, overwrite=True, format="ascii.ecsv")
+    write_table(gti, output)
     return gti
 
 

@@ -28,7 +28,7 @@ from astropy.table import Table
 from scipy import special
 
 import calib.camera  # noqa: F401  (enables the adc unit)
-from calib.contract import CalibrationError, CalibrationModule, Evidence, Port, provenance
+from calib.contract import CalibrationError, CalibrationModule, Evidence, Port, provenance, write_table
 
 __all__ = ["BaselineAccumulator", "dark_baseline", "FLAGS", "clipped_gaussian_std_factor", "CONTRACT"]
 
@@ -223,7 +223,7 @@ def run(input: Path, output: Path, config: dict | None = None) -> Table:
     t.meta.update(provenance(__name__, CONTRACT.version, [Path(input)], cfg))
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    t.write(output, overwrite=True, **({"format": "ascii.ecsv"} if output.suffix == ".ecsv" else {}))
+    write_table(t, output)
     return t
 
 

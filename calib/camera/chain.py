@@ -48,7 +48,7 @@ import numpy as np
 from astropy.table import Table
 
 import calib.camera  # noqa: F401  (enables the adc unit)
-from calib.contract import CalibrationError, CalibrationModule, Evidence, Port, provenance
+from calib.contract import CalibrationError, CalibrationModule, Evidence, Port, provenance, write_table
 
 __all__ = [
     "write_charge_sample",
@@ -56,7 +56,6 @@ __all__ = [
     "write_waveform_sample",
     "read_waveform_sample",
     "true_mean_npe",
-    "write_table",
     "extract_gains",
     "baseline_from_pedestal",
     "pedestal_statistics",
@@ -210,16 +209,6 @@ def true_mean_npe(data: dict) -> np.ndarray:
     cam = data["camera"]
     mu = float(np.mean(data["flatfield"].flasher_intensity))
     return np.where(cam.dead, 0.0, mu * np.asarray(cam.relative_qe, float))
-
-
-def write_table(table: Table, output: Path) -> None:
-    """Write a result table as ECSV (by suffix) or FITS/HDF5 (astropy's choice by suffix)."""
-    output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    if output.suffix == ".ecsv":
-        table.write(output, format="ascii.ecsv", overwrite=True)
-    else:
-        table.write(output, overwrite=True)
 
 
 # ---------------------------------------------------------------------------------------

@@ -56,7 +56,7 @@ from scipy import optimize, special
 
 from calib._stats import numerical_hessian, pull_rms_bounds
 from calib.camera.io import read_arrays, write_arrays
-from calib.contract import CalibrationError, CalibrationModule, Evidence, Port, provenance
+from calib.contract import CalibrationError, CalibrationModule, Evidence, Port, provenance, write_table
 
 __all__ = [
     "SPE_PARAMS",
@@ -495,8 +495,7 @@ def run(input: Path, output: Path, config: dict | None = None) -> Table:
     t.meta.update(provenance(__name__, CONTRACT.version, [Path(input)], config))
     t.meta["spe_model"] = f"Gaussian + {kwargs.get('low', 'halfnormal')} low-charge component"
     if output is not None:
-        t.write(output, overwrite=True, format="ascii.ecsv" if str(output).endswith(".ecsv")
-                else None)
+        write_table(t, output)
     return t
 
 

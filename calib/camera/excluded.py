@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 from astropy.table import Table
 
-from calib.contract import CalibrationError, CalibrationModule, Evidence, Port, provenance
+from calib.contract import CalibrationError, CalibrationModule, Evidence, Port, provenance, write_table
 
 __all__ = ["ExclusionReason", "exclusion_bits", "excluded_pixels_table", "CONTRACT"]
 
@@ -131,7 +131,7 @@ def write_sample(directory: Path, seed: int = 0) -> Path:
 
 def run(input: Path, output: Path, config: dict | None = None) -> Table:
     """Run the pedestal + flat-field + F-factor + timing chain and combine the outliers."""
-    from calib.camera.chain import calibrate_sample_file, write_table
+    from calib.camera.chain import calibrate_sample_file
 
     config = dict(config or {})
     res = calibrate_sample_file(Path(input), config)  # measured data + upstream F² only

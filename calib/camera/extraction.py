@@ -64,7 +64,7 @@ from astropy.table import Table
 from calib._jit import njit, prange
 
 import calib.camera  # noqa: F401  (enables the adc unit)
-from calib.contract import CalibrationError, CalibrationModule, Evidence, Port, provenance
+from calib.contract import CalibrationError, CalibrationModule, Evidence, Port, provenance, write_table
 
 __all__ = [
     "DL1",
@@ -726,7 +726,7 @@ def run(input: Path, output: Path, config: dict | None = None) -> Table:
         phases=cfg["phases"])))
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    t.write(output, overwrite=True, **({"format": "ascii.ecsv"} if output.suffix == ".ecsv" else {}))
+    write_table(t, output)
     return t
 
 

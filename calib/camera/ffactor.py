@@ -55,7 +55,7 @@ import numpy as np
 from astropy.table import Table
 
 import calib.camera  # noqa: F401  (enables the adc unit)
-from calib.contract import CalibrationError, CalibrationModule, Evidence, Port, provenance
+from calib.contract import CalibrationError, CalibrationModule, Evidence, Port, provenance, write_table
 
 ADC = u.Unit("adc")
 
@@ -383,7 +383,7 @@ def run(input: Path, output: Path, config: dict | None = None) -> Table:
     F² from ``config["enf_sq"]`` or the sample's /upstream group (I-DATA-xST-0107)."""
     import json
 
-    from calib.camera.chain import enf_sq_input, read_charge_data, write_table
+    from calib.camera.chain import enf_sq_input, read_charge_data
 
     config = dict(config or {})
     data = read_charge_data(Path(input))

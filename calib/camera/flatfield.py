@@ -40,7 +40,7 @@ from astropy.table import Table
 # robust per-pixel statistics: one compiled implementation, shared with the pedestal and
 # timing modules (re-exported here, where they first lived)
 from calib.camera.stats import event_median, robust_std, sigma_clipped_pixel_stats
-from calib.contract import CalibrationError, CalibrationModule, Evidence, Port, provenance
+from calib.contract import CalibrationError, CalibrationModule, Evidence, Port, provenance, write_table
 
 __all__ = [
     "sigma_clipped_pixel_stats",
@@ -218,7 +218,7 @@ def run(input: Path, output: Path, config: dict | None = None) -> Table:
     t = flatfield_table(res, meta)
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    t.write(output, overwrite=True, **({"format": "ascii.ecsv"} if output.suffix == ".ecsv" else {}))
+    write_table(t, output)
     return t
 
 

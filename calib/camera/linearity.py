@@ -43,7 +43,7 @@ import numpy as np
 from astropy.table import Table
 from scipy.interpolate import PchipInterpolator
 
-from calib.contract import CalibrationError, CalibrationModule, Evidence, Port, provenance
+from calib.contract import CalibrationError, CalibrationModule, Evidence, Port, provenance, write_table
 
 __all__ = [
     "scan_moments",
@@ -390,8 +390,7 @@ def run(input: Path, output: Path, config: dict | None = None) -> Table:
     t.meta["enf_sq"] = float(np.mean(enf_sq))
     t.meta["upstream_inputs"] = json.dumps({"enf_sq": enf_source})
     if output is not None:
-        t.write(output, overwrite=True, format="ascii.ecsv" if str(output).endswith(".ecsv")
-                else None)
+        write_table(t, output)
     return t
 
 

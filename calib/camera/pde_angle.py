@@ -33,7 +33,7 @@ from astropy.table import Table
 
 from calib.camera.pde_wavelength import SmoothCurve
 from calib._stats import pull_rms_bounds
-from calib.contract import CalibrationError, CalibrationModule, Evidence, Port, provenance
+from calib.contract import CalibrationError, CalibrationModule, Evidence, Port, provenance, write_table
 
 __all__ = [
     "reference_angular_response",
@@ -152,8 +152,7 @@ def run(input: Path, output: Path, config: dict | None = None) -> Table:
                            f_over_d=config.get("f_over_d", 1.2), lam=config.get("smoothing_lambda"))
     t.meta.update(provenance(__name__, CONTRACT.version, [Path(input)], config))
     if output is not None:
-        t.write(output, overwrite=True, format="ascii.ecsv" if str(output).endswith(".ecsv")
-                else None)
+        write_table(t, output)
     return t
 
 

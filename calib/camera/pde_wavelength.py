@@ -33,7 +33,7 @@ import numpy as np
 from astropy.table import Table
 
 from calib._stats import pull_rms_bounds
-from calib.contract import CalibrationError, CalibrationModule, Evidence, Port, provenance
+from calib.contract import CalibrationError, CalibrationModule, Evidence, Port, provenance, write_table
 
 __all__ = [
     "SmoothCurve",
@@ -291,8 +291,7 @@ def run(input: Path, output: Path, config: dict | None = None) -> Table:
     t.meta.update(provenance(__name__, CONTRACT.version, [Path(input)], config))
     t.meta["cherenkov_spectrum"] = "dN/dlambda ~ lambda^-2 over the measured range"
     if output is not None:
-        t.write(output, overwrite=True, format="ascii.ecsv" if str(output).endswith(".ecsv")
-                else None)
+        write_table(t, output)
     return t
 
 

@@ -59,7 +59,7 @@ from astropy.table import Table
 import calib.camera  # noqa: F401  (enables the adc unit)
 from calib._stats import pull_rms_bounds
 from calib.camera.stats import outlier_mask, sigma_clipped_pixel_stats
-from calib.contract import CalibrationError, CalibrationModule, Evidence, Port, provenance
+from calib.contract import CalibrationError, CalibrationModule, Evidence, Port, provenance, write_table
 
 __all__ = ["sigma_clipped_stats", "pedestal_statistics", "window_variance_factor",
            "nsb_rate_from_variance", "FLAGS", "CONTRACT"]
@@ -257,7 +257,7 @@ def run(input: Path, output: Path, config: dict | None = None) -> Table:
     t.meta["flag_bits"] = ", ".join(f"{v}={k}" for k, v in FLAGS.items())
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    t.write(output, overwrite=True, **({"format": "ascii.ecsv"} if output.suffix == ".ecsv" else {}))
+    write_table(t, output)
     return t
 
 

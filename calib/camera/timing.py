@@ -28,7 +28,7 @@ import numpy as np
 from astropy.table import Table
 
 from calib.camera.stats import event_median, robust_std, sigma_clipped_pixel_stats
-from calib.contract import CalibrationError, CalibrationModule, Evidence, Port, provenance
+from calib.contract import CalibrationError, CalibrationModule, Evidence, Port, provenance, write_table
 
 __all__ = ["relative_peak_time", "time_offsets", "timing_table", "CONTRACT"]
 
@@ -141,8 +141,7 @@ def write_sample(directory: Path, seed: int = 0) -> Path:
 
 def run(input: Path, output: Path, config: dict | None = None) -> Table:
     """Time offsets from the flat-field events of a sample written by :func:`write_sample`."""
-    from calib.camera.chain import (baseline_from_pedestal, extract_run, read_waveform_data,
-                                    write_table)
+    from calib.camera.chain import baseline_from_pedestal, extract_run, read_waveform_data
 
     config = dict(config or {})
     data = read_waveform_data(Path(input))  # measured waveforms + readout only, no truth

@@ -20,16 +20,6 @@ def read_table(path: Path) -> Table:
     return Table.read(path)
 
 
-def write_table(table: Table, path: Path) -> None:
-    """Write ECSV (or HDF5 for .h5 names), overwriting."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.suffix in (".h5", ".hdf5"):
-        table.write(path, path="data", serialize_meta=True, overwrite=True)
-    else:
-        table.write(path, overwrite=True)
-
-
 def truth_of(table: Table) -> dict:
     """The simulated truth stored in a sample table's meta (JSON string or dict)."""
     truth = table.meta.get("truth")

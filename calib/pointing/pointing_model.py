@@ -39,8 +39,8 @@ import astropy.units as u
 import numpy as np
 from astropy.table import Table
 
-from calib.contract import CalibrationError, CalibrationModule, Evidence, Port, provenance
-from calib.pointing._io import linear_least_squares, read_table, require_finite, truth_of, write_table
+from calib.contract import CalibrationError, CalibrationModule, Evidence, Port, provenance, write_table
+from calib.pointing._io import linear_least_squares, read_table, require_finite, truth_of
 
 __all__ = [
     "TERMS",

@@ -30,8 +30,8 @@ import numpy as np
 from astropy.table import Table
 from scipy.optimize import least_squares
 
-from calib.contract import CalibrationError, CalibrationModule, Evidence, Port, provenance
-from calib.pointing._io import linear_least_squares, read_table, truth_of, write_table
+from calib.contract import CalibrationError, CalibrationModule, Evidence, Port, provenance, write_table
+from calib.pointing._io import linear_least_squares, read_table, truth_of
 from calib.pointing.star_images import FLAG_NAMES, image_moments, screen_images, subtract_background
 
 __all__ = ["containment_radius", "fit_r80_curve", "fit_gaussian_2d", "measure_psf", "CONTRACT"]
