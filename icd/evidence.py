@@ -6,11 +6,11 @@ record; ``icd run`` writes it (atomically), ``icd report`` and ``icd doc`` read 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
+
+from .fileio import atomic_write_text
 
 DEFAULT_PATH = Path("out") / "evidence.json"
 
@@ -60,26 +60,3 @@ def save(records: dict[str, EvidenceRecord], path: str | Path = DEFAULT_PATH) ->
     payload = {"schema": 1, "results": {c: asdict(r) for c, r in sorted(current.items())}}
     atomic_write_text(path, json.dumps(payload, indent=2, sort_keys=False, default=str) + "\n")
     return path
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically (temporary file in the same folder, fsync, rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        if path.exists():
-            os.chmod(tmp, path.stat().st_mode & 0o777)
-        else:  # mkstemp makes 0600; a new file gets the usual permissions
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise

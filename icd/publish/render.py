@@ -12,6 +12,7 @@ try:
 except ImportError:  # pragma: no cover - pure-Python markupsafe
     from markupsafe._native import _escape_inner
 
+from ..fileio import atomic_write_text
 from ..model import PIPELINE_LEVELS
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
@@ -95,33 +96,9 @@ def environment(directory: str = str(TEMPLATES)) -> jinja2.Environment:
 
 
 def write_text(path: Path, text: str) -> Path:
-    """Write ``text`` atomically (temporary file + rename; a reader never sees half a document).
-
-    No fsync: these are generated documents, cheap to write again, and fsync of tens of
-    megabytes dominated the time of publishing a large registry.
-    """
-    import os
-    import tempfile
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-        if path.exists():
-            mode = path.stat().st_mode & 0o777
-        else:
-            mask = os.umask(0)
-            os.umask(mask)
-            mode = 0o666 & ~mask
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    """Write a generated document atomically (no fsync: it is cheap to write again)."""
+    atomic_write_text(path, text, fsync=False)
+    return Path(path)
 
 
 def render(template: str, **data) -> str:

@@ -23,7 +23,7 @@ try:
 except ImportError:  # pragma: no cover
     from yaml import SafeLoader as _Loader
 
-from ..evidence import atomic_write_text
+from ..fileio import atomic_write_text
 
 
 def scalar_text(value: Any) -> str:
