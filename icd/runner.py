@@ -78,7 +78,10 @@ def run_file(loaded: Loaded, code: str, input_path: Path, output_path: Path, con
         raise RunError(f"input file {input_path} does not exist")
     Path(output_path).parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    result = contract.run(Path(input_path), Path(output_path), dict(config or {}))
+    try:
+        result = contract.run(Path(input_path), Path(output_path), dict(config or {}))
+    except Exception as exc:  # noqa: BLE001 - a file the module cannot read is the user's input, one line
+        raise RunError(f"{job.module} could not process {input_path}: {type(exc).__name__}: {exc}") from None
     duration = time.perf_counter() - t0
     record = EvidenceRecord(code=code, module=job.module, passed=True, summary="ran (no truth check)",
                             duration_s=round(duration, 3), timestamp=_now(), module_version=contract.version,

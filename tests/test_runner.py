@@ -107,3 +107,15 @@ def test_cli_run_needs_input_and_output(registry):
 
     result = CliRunner().invoke(app, ["run", "I-DATA-xST-0101", "--registry", str(registry.path)])
     assert result.exit_code == 2 and "--input FILE and --output FILE" in result.output
+
+
+def test_cli_run_on_an_unreadable_input_is_one_line(registry, tmp_path):
+    from icd.cli import app
+
+    bad = tmp_path / "junk.ecsv"
+    bad.write_text("not a table at all\n\x00")
+    result = CliRunner().invoke(app, ["run", "I-DATA-xST-0101", "--registry", str(registry.path),
+                                      "-i", str(bad), "-o", str(tmp_path / "o.ecsv")])
+    assert result.exit_code == 1
+    assert "Traceback" not in result.output
+    assert f"tests.fixtures.fake_calibration could not process {bad}" in result.output
