@@ -69,12 +69,21 @@ class Evidence:
 
     ``metrics`` maps a metric name to a plain float (or str); ``criteria`` states, per
     metric, the acceptance rule in words (e.g. ``"|bias| < 0.5 %"``).
+
+    ``pulls`` maps a name to this seed's standardised residual (estimate - truth) / sigma
+    of one headline quantity (e.g. the camera-mean gain bias over its standard error).  If
+    the module's errors are right, each pull is N(0, 1) over seeds: an ensemble of seeds
+    tests that, where one seed cannot.  ``false_fail_rate`` is the designed probability that
+    a correct module fails this check on one seed (the tail probabilities of its criteria,
+    summed); an ensemble of seeds is judged against it.
     """
 
     passed: bool
     metrics: dict[str, Any]
     criteria: dict[str, str] = field(default_factory=dict)
     summary: str = ""
+    pulls: dict[str, float] = field(default_factory=dict)
+    false_fail_rate: float = 0.01
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -82,6 +91,8 @@ class Evidence:
             "metrics": {k: _plain(v) for k, v in self.metrics.items()},
             "criteria": dict(self.criteria),
             "summary": self.summary,
+            "pulls": {k: float(v) for k, v in self.pulls.items()},
+            "false_fail_rate": float(self.false_fail_rate),
         }
 
 
@@ -99,6 +110,8 @@ class CalibrationModule:
     references: tuple[str, ...] = ()
     tests: tuple[str, ...] = ()
     version: str = "0.1.0"
+    #: configuration keys ``run()`` accepts, name -> meaning; any other key is refused
+    config: dict[str, str] = field(default_factory=dict)
 
 
 def load_contract(module_path: str) -> tuple[CalibrationModule, str]:
