@@ -83,7 +83,8 @@ def throughputs(charges, shot_energy_j, laser_xy, tel_xyz, mirror_area, *, wavel
                 h_range=(5500.0, 6500.0), vaod_top=0.05, vaod_err=0.01):
     """eps_i = <Q_i/E> / (n_i/E) and its total error, a flag (1 = no valid charge) per telescope,
     the relative throughputs (mean over shots of eps_i,s / <eps>_s, in which the shot energy
-    cancels) with their statistical errors, and their aerosol systematic."""
+    cancels) with their statistical errors, and their aerosol systematic: the signed shift of each
+    relative throughput for a +1 sigma VAOD change (fully correlated between telescopes)."""
     q = np.asarray(charges, dtype=float)
     e = np.asarray(shot_energy_j, dtype=float)
     if q.ndim != 2 or q.shape[0] != len(mirror_area) or e.shape != (q.shape[1],):
@@ -114,7 +115,7 @@ def throughputs(charges, shot_energy_j, laser_xy, tel_xyz, mirror_area, *, wavel
     d_rel = 0.5 * (up - dn) / per_joule
     d_rel = d_rel - np.mean(d_rel[~bad]) if np.any(~bad) else d_rel
     rel = np.sqrt((qe / qm) ** 2 + d_rel**2)
-    r_syst = np.abs(r * d_rel)
+    r_syst = r * d_rel
     return (eff, eff * rel, bad.astype(np.int32),
             (np.where(bad, np.nan, r), np.where(bad, np.nan, r_stat)), np.where(bad, np.nan, r_syst))
 
@@ -126,7 +127,8 @@ def write_sample(directory: Path, seed: int, n_shots: int = 100) -> Path:
     arr = C.simulated_array(rng)
     laser_xy = (2500.0, 1200.0)
     vaod_known, vaod_err = 0.05, 0.01
-    vaod_true = vaod_known          # the LIDAR measured it; its error is quoted as a systematic
+    # the LIDAR measured the VAOD with an error: the true value is drawn from that error, not the measured one
+    vaod_true = max(0.0, vaod_known + vaod_err * rng.standard_normal())
     energy = 5e-3 * (1 + 0.03 * rng.standard_normal(n_shots))                  # J, measured per shot
     per_joule = photons_at_telescopes(1.0, 355.0, laser_xy, arr["position"], arr["mirror_area"],
                                       vaod_top=max(vaod_true, 0.0))
@@ -157,7 +159,7 @@ def run(input: Path, output: Path, config: dict | None = None) -> Table:
         lam, vaod, vaod_err = float(f.attrs["wavelength_nm"]), float(f.attrs["vaod"]), float(f.attrs["vaod_err"])
     eff, err, flag, rel, syst = throughputs(q, e, laser_xy, arr["position"], arr["mirror_area"], wavelength_nm=lam,
                                       vaod_top=config.get("vaod", vaod), vaod_err=config.get("vaod_err", vaod_err))
-    t = C.throughput_table(arr, eff, err, flag, rel, syst)
+    t = C.throughput_table(arr, eff, err, flag, rel, np.abs(syst), syst)
     t.meta.update(provenance(__name__, VERSION, [Path(input)], config))
     write_table(t, output)
     return t
@@ -184,4 +186,8 @@ CONTRACT = CalibrationModule(
                 "Bucholtz A. 1995, Appl. Opt. 34, 2765"),
     tests=("calib/array/tests/test_clf.py",),
     version=VERSION,
+    config={
+        "vaod": "vertical aerosol optical depth above the array at the laser wavelength (default: the input file's)",
+        "vaod_err": "its uncertainty (default: the input file's)",
+    },
 )

@@ -101,8 +101,11 @@ def write_sample(directory: Path, seed: int, n_flashes: int = 200) -> Path:
     src_true = tel + np.column_stack([rng.uniform(-40, 40, n), rng.uniform(-40, 40, n), rng.uniform(550, 650, n)])
     src_gps = src_true + rng.normal(0, 0.5, (n, 3))
     intensity = 3.5e8                                                         # photons / sr
+    # the beam width is lab-calibrated to 20 +- 0.5 deg: the true one is drawn from that error
+    beam_sigma, beam_sigma_err = 20.0, 0.5
+    beam_true = beam_sigma + beam_sigma_err * rng.standard_normal()
     drift = 1 + 0.01 * rng.standard_normal(n)                                  # visit-to-visit stability
-    mean_pe = arr["throughput"] * arr["mirror_area"] * photon_density(intensity, src_true, tel) * drift
+    mean_pe = arr["throughput"] * arr["mirror_area"] * photon_density(intensity, src_true, tel, beam_true) * drift
     q = C.flash_charges(rng, mean_pe, arr["enf_sq"], n_flashes, source_jitter=0.02)
     path = directory / "octocopter_sample.h5"
     with h5py.File(path, "w") as f:
@@ -112,6 +115,9 @@ def write_sample(directory: Path, seed: int, n_flashes: int = 200) -> Path:
         f.attrs["intensity"] = intensity
         f.attrs["position_error_m"] = 0.5
         f.attrs["source_stability"] = 0.01
+        f.attrs["beam_sigma_deg"] = beam_sigma
+        f.attrs["beam_sigma_err_deg"] = beam_sigma_err
+        f["truth"].attrs["beam_sigma_deg"] = beam_true
     return path
 
 
@@ -122,10 +128,20 @@ def run(input: Path, output: Path, config: dict | None = None) -> Table:
         q, src = f["charges"][()], f["source_position"][()]
         intensity = float(f.attrs["intensity"])
         pos_err, stab = float(f.attrs["position_error_m"]), float(f.attrs["source_stability"])
+        beam = float(f.attrs.get("beam_sigma_deg", 20.0))
+        beam_err = float(f.attrs.get("beam_sigma_err_deg", 0.0))
+    beam = config.get("beam_sigma_deg", beam)
     eff, err, flag = throughputs(q, intensity, src, arr["position"], arr["mirror_area"],
                                  position_error_m=config.get("position_error_m", pos_err),
-                                 source_stability=config.get("source_stability", stab))
-    t = C.throughput_table(arr, eff, err, flag)
+                                 source_stability=config.get("source_stability", stab), beam_sigma_deg=beam)
+    rel = C.relative_throughputs(eff, err)
+    # beam-width systematic: d ln B / d sigma = theta^2 / sigma^3, common to all telescopes (signed shift
+    # of r_i for +1 sigma of the beam width; only the telescope-to-telescope part survives)
+    _, theta = _geometry(np.asarray(src, float), np.asarray(arr["position"], float))
+    dlnb = theta**2 / beam**3 * config.get("beam_sigma_err_deg", beam_err)
+    good = np.isfinite(eff)
+    shift = np.where(good, -rel[0] * (dlnb - np.mean(dlnb[good])), np.nan)
+    t = C.throughput_table(arr, eff, err, flag, rel, np.abs(shift), shift)
     t.meta.update(provenance(__name__, VERSION, [Path(input)], config))
     write_table(t, output)
     return t
@@ -153,4 +169,10 @@ CONTRACT = CalibrationModule(
                 "Bucholtz A. 1995, Appl. Opt. 34, 2765"),
     tests=("calib/array/tests/test_octocopter.py",),
     version=VERSION,
+    config={
+        "position_error_m": "uncertainty of the drone position, m (default: the input file's)",
+        "source_stability": "relative stability of the drone light source (default: the input file's)",
+        "beam_sigma_deg": "angular width of the drone light beam, deg (default: the input file's)",
+        "beam_sigma_err_deg": "its uncertainty, deg (default: the input file's)",
+    },
 )

@@ -72,7 +72,7 @@ from calib.sky.sites import SITES
 
 __all__ = [
     "AllSkyCamera", "CloudPatch", "CellFlag", "AllSkyResult", "airmass", "project", "unproject",
-    "predict_stars", "simulate_image", "cloud_mask", "analyse_image", "cloud_fraction_in_fov",
+    "predict_stars", "simulate_image", "cloud_mask", "analyse_image", "local_deficit", "cloud_fraction_in_fov",
     "cell_table", "CONTRACT",
 ]
 
@@ -433,16 +433,42 @@ def crowded(cat: Table, cam: AllSkyCamera) -> np.ndarray:
 
 
 def expected_stars(cat: Table, sigma_pix: np.ndarray, zp: float, k: float, cam: AllSkyCamera,
-                   crowd: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Stars whose predicted flux exceeds the local detection limit by ``margin_mag``; their
-    predicted instrumental magnitude  V + zp + k X  (zp = -zero point)."""
+                   crowd: np.ndarray, deficit_mag: np.ndarray | float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """Stars whose predicted flux, dimmed by the local thin-cloud deficit ``deficit_mag``, exceeds
+    the local detection limit by ``margin_mag``; their predicted instrumental magnitude
+    V + zp + k X  (zp = -zero point; without the deficit)."""
     n = cam.n_pixels
     ix = np.clip(np.round(np.asarray(cat["x"])).astype(int), 0, n - 1)
     iy = np.clip(np.round(np.asarray(cat["y"])).astype(int), 0, n - 1)
     f_lim = cam.threshold * 2.0 * np.sqrt(np.pi) * cam.psf_sigma_px * sigma_pix[iy, ix]
     m_pred = np.asarray(cat["vmag"]) + zp + k * np.asarray(cat["airmass"])
-    expected = (10 ** (-0.4 * m_pred) > f_lim * 10 ** (0.4 * cam.margin_mag)) & ~crowd
+    expected = (10 ** (-0.4 * (m_pred + deficit_mag)) > f_lim * 10 ** (0.4 * cam.margin_mag)) & ~crowd
     return expected, m_pred
+
+
+def local_deficit(alt_deg, az_deg, residual_mag, detected, radius_deg: float = 6.0,
+                  min_neighbours: int = 3) -> np.ndarray:
+    """Thin-cloud magnitude deficit around every star: the median residual of the detected stars
+    within ``radius_deg`` (>= ``min_neighbours`` of them, else 0), clipped at 0.
+
+    A thin cloud dims the stars under it: the faintest expected ones fall below the detection
+    limit although the sky there is not opaque.  Counting them as cloud biases the cloud fraction
+    up (by up to a few % of a cell); with the deficit, a star is expected only if it is still
+    above the limit by the margin *through* the measured veil (completeness near the limit)."""
+    alt, az = np.radians(np.asarray(alt_deg, float)), np.radians(np.asarray(az_deg, float))
+    xyz = np.column_stack([np.cos(alt) * np.cos(az), np.cos(alt) * np.sin(az), np.sin(alt)])
+    res = np.asarray(residual_mag, float)
+    src = np.asarray(detected, bool) & np.isfinite(res)
+    out = np.zeros(len(res))
+    if src.sum() < min_neighbours:
+        return out
+    tree = cKDTree(xyz[src])
+    chord = 2.0 * np.sin(np.radians(radius_deg) / 2.0)
+    res_src = res[src]
+    for i, nb in enumerate(tree.query_ball_point(xyz, chord)):
+        if len(nb) >= min_neighbours:
+            out[i] = max(0.0, float(np.median(res_src[nb])))
+    return out
 
 
 def analyse_image(image, time, site: str, cam: AllSkyCamera = AllSkyCamera(),
@@ -554,6 +580,9 @@ def analyse_image(image, time, site: str, cam: AllSkyCamera = AllSkyCamera(),
     residual = m_inst - m_pred
     if np.any(use):   # clear-sky stars have a median residual of 0 (box-photometry aperture loss)
         residual = residual - np.nanmedian(residual[use])
+    # completeness under thin cloud: expected only if detectable through the locally measured veil
+    deficit = local_deficit(cat["alt"].value, cat["az"].value, residual, detected & ~crowd)
+    expected, _ = expected_stars(cat, sigma_pix, zp, k, cam, crowd, deficit)
 
     stars = Table()
     stars["hr"] = cat["hr"]
@@ -684,8 +713,11 @@ def _truth_cells(cam: AllSkyCamera, clouds) -> tuple[np.ndarray, np.ndarray]:
     cat = cat[cat["alt"].value >= cam.min_altitude_deg]
     bg, _ = _sky_model(cam)
     sigma_pix = np.sqrt(bg / cam.gain + cam.read_noise**2)
-    expected, _ = expected_stars(cat, sigma_pix, -cam.zero_point, cam.extinction, cam, crowded(cat, cam))
-    opaque_star = cloud_mask(cat["alt"].value, cat["az"].value, list(clouds)) >= OPAQUE_MAG
+    att = cloud_mask(cat["alt"].value, cat["az"].value, list(clouds))
+    opaque_star = att >= OPAQUE_MAG
+    # the method's truth: expected through the true thin-cloud veil (opaque clouds are what it counts)
+    expected, _ = expected_stars(cat, sigma_pix, -cam.zero_point, cam.extinction, cam, crowded(cat, cam),
+                                 np.where(opaque_star, 0.0, att))
     yy, xx = np.mgrid[0:n, 0:n]
     alt, az = unproject(xx, yy, cam)
     zen = np.radians(90 - alt)
@@ -750,6 +782,13 @@ def run(input: Path, output: Path, config: dict | None = None) -> Table:
     return table
 
 
+#: differing stars per cell: a Poisson mean bounding the 40-seed ensemble (0.32 per cell, never more than
+#: 1 in a cell) and the accepted maximum
+CELL_SWITCH_RATE = 0.5
+CELL_MAX_SWITCHED = 4
+PULL_MAX = 4.0
+
+
 def check(result: Table, input: Path) -> Evidence:
     """Cloud fraction per cell against the truth; zenith extinction; opaque and thin cloud in a FoV."""
     with h5py.File(input, "r") as f:
@@ -758,40 +797,50 @@ def check(result: Table, input: Path) -> Evidence:
         k_true = float(f["truth"].attrs["extinction"])
         thin_mag = max(c["attenuation_mag"] for c in json.loads(f["truth"].attrs["clouds"])
                        if c["attenuation_mag"] < OPAQUE_MAG)
+    from scipy.stats import norm, poisson
+
     f_est = np.asarray(result["cloud_fraction"], float)
     n_exp = np.asarray(result["n_expected"], float)
     ok = np.isfinite(f_est) & np.isfinite(truth)
     dev = np.abs(f_est[ok] - truth[ok])
-    tol = 3.0 / n_exp[ok] + 0.01      # a few stars at the detection margin may switch
+    # stars that differ from the truth per cell (a missed clear star, a star switching at the margin):
+    # rare independent events, Poisson with mean <= CELL_SWITCH_RATE per cell (measured over seeds)
+    switched = np.rint(dev * n_exp[ok]).astype(int)
     k = float(result.meta["extinction"])
     k_err = float(result.meta["extinction_err"])
     m = result.meta
+    dm, dm_err = float(m.get("fov_thin_delta_mag", np.nan)), float(m.get("fov_thin_delta_mag_err", np.nan))
+    pulls = {"extinction": (k - k_true) / k_err if k_err > 0 else float("nan"),
+             "fov_thin_delta_mag": (dm - thin_mag) / dm_err if dm_err > 0 else float("nan")}
     metrics = {
         "n_cells": int(ok.sum()),
         "cloud_fraction_max_abs_deviation": float(dev.max()),
-        "cloud_fraction_max_deviation_over_tolerance": float(np.max(dev / tol)),
+        "cloud_fraction_max_switched_stars": int(switched.max()),
+        "cloud_fraction_total_switched_stars": int(switched.sum()),
         "cloud_fraction_vs_area_rms": float(np.sqrt(np.mean((f_est[ok] - area[ok]) ** 2))),
         "extinction": k, "extinction_err": k_err, "extinction_true": k_true,
-        "extinction_pull": (k - k_true) / k_err if k_err > 0 else float("nan"),
+        "extinction_pull": pulls["extinction"],
         "fov_opaque_cloud_fraction": float(m.get("fov_opaque_cloud_fraction", np.nan)),
         "fov_thin_cloud_fraction": float(m.get("fov_thin_cloud_fraction", np.nan)),
-        "fov_thin_delta_mag": float(m.get("fov_thin_delta_mag", np.nan)),
-        "fov_thin_delta_mag_err": float(m.get("fov_thin_delta_mag_err", np.nan)),
-        "fov_thin_true_mag": thin_mag,
+        "fov_thin_delta_mag": dm, "fov_thin_delta_mag_err": dm_err, "fov_thin_true_mag": thin_mag,
     }
-    passed = (ok.sum() >= 0.8 * len(ok) and np.all(dev < tol) and abs(k - k_true) < 3 * k_err
-              and metrics["fov_opaque_cloud_fraction"] > 0.9 and metrics["fov_thin_cloud_fraction"] < 0.15
-              and abs(metrics["fov_thin_delta_mag"] - thin_mag) < 3 * metrics["fov_thin_delta_mag_err"] + 0.03)
+    passed = (ok.sum() >= 0.8 * len(ok) and np.all(switched <= CELL_MAX_SWITCHED)
+              and all(abs(v) < PULL_MAX for v in pulls.values())
+              and metrics["fov_opaque_cloud_fraction"] > 0.9 and metrics["fov_thin_cloud_fraction"] < 0.15)
+    false_fail = (len(ok) * float(poisson.sf(CELL_MAX_SWITCHED, CELL_SWITCH_RATE))
+                  + len(pulls) * float(2 * norm.sf(PULL_MAX)))
     criteria = {
-        "cloud_fraction": "per cell |f - f_true| < 3/N_expected + 0.01, f_true = fraction of the expected "
-                          "stars under opaque cloud (>= 80 % of cells measured)",
-        "extinction": "|k - k_true| < 3 sigma (sigma: fit error, pulls over seeds have mean 0 and width <= 1)",
+        "cloud_fraction": f"per cell at most {CELL_MAX_SWITCHED} stars differ from the truth: f_true = fraction "
+                          "of the stars expected through the true thin-cloud veil that lie under opaque cloud "
+                          f"(Poisson tail at mean {CELL_SWITCH_RATE} per cell; >= 80 % of cells measured)",
+        "extinction": f"|k - k_true| < {PULL_MAX} sigma (fit error)",
         "fov_opaque_cloud_fraction": "> 0.9 for a field of view inside an opaque cloud",
-        "fov_thin": "thin cloud: fraction < 0.15 and |dm - dm_true| < 3 sigma + 0.03 mag",
+        "fov_thin": f"thin cloud: fraction < 0.15 and |dm - dm_true| < {PULL_MAX} sigma",
     }
-    return Evidence(passed=bool(passed), metrics=metrics, criteria=criteria,
+    return Evidence(passed=bool(passed), metrics=metrics, criteria=criteria, pulls=pulls,
+                    false_fail_rate=float(false_fail),
                     summary=f"{int(ok.sum())} cells, max |f - f_true| {dev.max():.3f}; k = {k:.3f} +- {k_err:.3f} "
-                            f"(true {k_true}); thin cloud dm = {metrics['fov_thin_delta_mag']:.2f} (true {thin_mag})")
+                            f"(true {k_true}); thin cloud dm = {dm:.2f} +- {dm_err:.2f} (true {thin_mag})")
 
 
 CONTRACT = CalibrationModule(
@@ -811,4 +860,11 @@ CONTRACT = CalibrationModule(
                 "Astropy Collaboration 2022, ApJ 935, 167"),
     tests=("calib/atmosphere/tests/test_allsky.py", "calib/atmosphere/tests/test_jit.py"),
     version=VERSION,
+    config={
+        **{name: f"all-sky camera parameter AllSkyCamera.{name} (default: the input file's camera)"
+           for name in AllSkyCamera.__dataclass_fields__},
+        "nominal_calibration": "true: use the nominal zero point instead of fitting it on the image (default false)",
+        "pointings": "{name: [alt_deg, az_deg, radius_deg]}: cloud fraction in these fields of view "
+                     "(default: the input file's)",
+    },
 )

@@ -52,4 +52,5 @@ CONTRACT = CalibrationModule(
         "Proc. 35th ICRC (arXiv:1709.04246)"),
     tests=("calib/atmosphere/tests/test_lidar.py",),
     version=lidar.VERSION,
+    config=dict(lidar.CONTRACT.config),
 )

@@ -58,3 +58,21 @@ def test_contract(tmp_path):
     assert clf.CONTRACT.check(table, path).passed
     table["relative_throughput"][4] *= 1.05
     assert not clf.CONTRACT.check(table, path).passed
+
+
+def test_true_vaod_is_drawn_from_its_error_and_the_check_uses_the_full_covariance(tmp_path):
+    """The sample no longer uses the retrieval's own VAOD: the truth is drawn from the LIDAR error,
+    and the check's chi^2 includes that correlated systematic."""
+    import h5py
+    from calib.array import clf as M
+    vaods = []
+    for seed in range(4):
+        path = M.CONTRACT.sample(tmp_path / str(seed), seed)
+        with h5py.File(path) as f:
+            vaods.append(float(f["truth"].attrs["vaod"]))
+            assert float(f.attrs["vaod"]) == 0.05
+        t = M.CONTRACT.run(path, tmp_path / f"{seed}.ecsv", {})
+        assert "relative_throughput_syst_shift" in t.colnames
+        ev = M.CONTRACT.check(t, path)
+        assert ev.passed and "chi2" in ev.pulls and 0 < ev.false_fail_rate <= 0.01
+    assert all(v != 0.05 for v in vaods)

@@ -75,3 +75,13 @@ def test_bad_source_and_geometry_raise():
         O.throughputs(q, 3.5e8, bad_src, arr["position"], arr["mirror_area"])
     with pytest.raises(CalibrationError, match="distances"):
         O.throughputs(q, 3.5e8, arr["position"], arr["position"], arr["mirror_area"])
+
+
+def test_beam_width_truth_is_drawn_and_propagated(tmp_path):
+    import h5py
+    path = O.CONTRACT.sample(tmp_path, 3)
+    with h5py.File(path) as f:
+        assert float(f["truth"].attrs["beam_sigma_deg"]) != float(f.attrs["beam_sigma_deg"])
+    t = O.CONTRACT.run(path, tmp_path / "o.ecsv", {})
+    ev = O.CONTRACT.check(t, path)
+    assert ev.passed and "relative_throughput_syst_shift" in t.colnames and 0 < ev.false_fail_rate <= 0.01

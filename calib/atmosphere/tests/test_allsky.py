@@ -164,3 +164,24 @@ def test_box_contamination():
     fy = erf((half + 0.5) / s2)
     assert c[0] == pytest.approx(0.1 * fx * fy, rel=1e-6)
     assert c[1] == pytest.approx(10.0 * fx * fy, rel=1e-6) and c[2] == 0.0
+
+
+def test_thin_cloud_does_not_count_as_cloud_near_the_detection_limit(tmp_path):
+    """Seed 3 missed 5 faint stars under the 0.6 mag thin cloud: counted as cloud they gave a
+    cloud fraction of 0.044 in a clear cell.  With the locally measured deficit the faint stars
+    are not expected there, and every cell matches the truth to within one star."""
+    path = A.CONTRACT.sample(tmp_path, 3)
+    table = A.CONTRACT.run(path, tmp_path / "cells.ecsv", {})
+    ev = A.CONTRACT.check(table, path)
+    assert ev.passed, ev.metrics
+    assert ev.metrics["cloud_fraction_max_switched_stars"] <= 1
+    assert set(ev.pulls) == {"extinction", "fov_thin_delta_mag"} and 0 < ev.false_fail_rate <= 0.01
+
+
+def test_local_deficit():
+    alt = np.array([50.0, 50.5, 51.0, 49.5, 50.2, 80.0])
+    az = np.array([100.0, 100.5, 99.5, 100.0, 101.0, 0.0])
+    res = np.array([0.6, 0.55, 0.65, 0.6, np.nan, 0.0])
+    det = np.array([True, True, True, True, False, True])
+    d = A.local_deficit(alt, az, res, det, radius_deg=3.0, min_neighbours=3)
+    assert d[4] == pytest.approx(0.6) and d[5] == 0.0

@@ -90,3 +90,10 @@ def test_untrusted_transmission_is_flagged(tmp_path):
     table = C.CONTRACT.run(path, tmp_path / "thick.ecsv", {})
     assert np.all(np.asarray(table["tbar"]) < C.TRUSTED_TRANSMISSION)
     assert not np.any(table["trusted"])
+
+
+def test_evidence_pulls_and_false_fail_rate(tmp_path):
+    from calib.atmosphere import correction as M
+    path = M.CONTRACT.sample(tmp_path, 1)
+    ev = M.CONTRACT.check(M.CONTRACT.run(path, tmp_path / "c.ecsv", {}), path)
+    assert ev.passed and set(ev.pulls) == {"corrected_over_true", "chi2"} and 0 < ev.false_fail_rate <= 0.01

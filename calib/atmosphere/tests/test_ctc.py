@@ -99,3 +99,15 @@ def test_contract(tmp_path):
     assert ev.passed, ev.metrics
     table["ctc"] = table["ctc"] * 1.03
     assert not ctc.CONTRACT.check(table, path).passed
+
+
+def test_evidence_pulls_and_lidar_ratio_error_include_the_normalisation(tmp_path):
+    """The CTC/LIDAR ratio error includes the common reference normalisation (pull std was 1.6)."""
+    from calib.atmosphere import ctc as M
+    pulls = []
+    for seed in range(12):
+        path = M.CONTRACT.sample(tmp_path / str(seed), seed)
+        ev = M.CONTRACT.check(M.CONTRACT.run(path, tmp_path / f"{seed}.ecsv", {}), path)
+        assert ev.passed and 0 < ev.false_fail_rate <= 0.01
+        pulls.append(ev.pulls["lidar_ratio_mean"])
+    assert 0.5 < np.std(pulls, ddof=1) < 1.5

@@ -193,3 +193,37 @@ def test_dead_elastic_channel_is_flagged_not_inverted():
     assert np.all(np.isfinite(res.alpha_aer[:, i]))
     # a normal elastic channel is not flagged
     assert not np.any(_retrieve(sim).flag & LidarFlag.NO_ELASTIC_REFERENCE)
+
+
+def test_sample_nuisance_parameters_are_not_the_retrieval_defaults(tmp_path):
+    """The simulation draws the Angstrom exponent, lidar ratios, overlap and atmosphere per seed;
+    the check judges VAOD with the Angstrom systematic the retrieval propagates."""
+    import h5py
+    values = []
+    for seed in (0, 1, 2):
+        path = lidar.CONTRACT.sample(tmp_path / str(seed), seed)
+        with h5py.File(path) as f:
+            t = f["truth"].attrs
+            values.append((float(t["angstrom"]), float(t["lidar_ratio"]), float(t["full_overlap_m"])))
+            assert "molecular_profile" in f
+        table = lidar.CONTRACT.run(path, tmp_path / f"{seed}.ecsv", {})
+        ev = lidar.CONTRACT.check(table, path)
+        assert ev.passed, ev.metrics
+        assert set(ev.pulls) == {"vaod_3km", "vaod_3km_stat", "cloud_vod"} and ev.false_fail_rate <= 0.01
+        # the systematic is what makes the total pull honest: the statistical error alone is 4x smaller
+        assert ev.metrics["vaod_3km_syst"] > 2 * ev.metrics["vaod_3km_err"]
+    a, s, o = np.array(values).T
+    assert np.all(a != 1.0) and np.ptp(a) > 0 and np.all(s != 50.0) and np.all(o < CFG.full_overlap_m)
+
+
+def test_site_atmosphere_is_hydrostatic_and_not_us76():
+    from calib.atmosphere.molecular import G0, M0, R_STAR, MolecularProfile
+    atm = lidar.site_atmosphere(np.random.default_rng(1))
+    us = MolecularProfile.us76()
+    z = atm.altitude
+    lnp = np.log(atm.pressure)
+    slope = np.diff(lnp) / np.diff(z)
+    expect = -G0 * M0 / (R_STAR * 0.5 * (atm.temperature[1:] + atm.temperature[:-1]))
+    assert np.allclose(slope, expect, rtol=1e-9)
+    import astropy.units as u
+    assert np.max(np.abs(atm.temperature - us.temperature_at(z * u.m).value)) > 0.5

@@ -49,3 +49,11 @@ def test_contract(tmp_path):
     # a stricter configuration changes the GTIs and the check notices
     strict = S.CONTRACT.run(path, tmp_path / "gti2.ecsv", {"transmission_min": 0.9})
     assert not S.CONTRACT.check(strict, path).passed
+
+
+def test_designed_false_fail_rate(tmp_path):
+    from calib.atmosphere import selection as S
+    rate = S.designed_false_fail_rate()
+    assert 0 < rate < 1e-4            # the closest values (CTC of the thick dust) sit 5 sigma from a cut
+    path = S.CONTRACT.sample(tmp_path, 0)
+    assert S.CONTRACT.check(S.CONTRACT.run(path, tmp_path / "g.ecsv", {}), path).false_fail_rate == rate
