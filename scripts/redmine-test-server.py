@@ -18,6 +18,7 @@ printed.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import hashlib
 import json
 import os
@@ -103,13 +104,30 @@ def _as_www(cmd: list[str], instance: str, **kw) -> subprocess.Popen:
 
 
 def template() -> Path:
-    """The cached, migrated and CTA-configured template database (built on first use)."""
+    """The cached, migrated and CTA-configured template database (built on first use).
+
+    Several test sessions may start at once: the build runs under an exclusive flock on
+    /var/lib/redmine/.icd-template.lock, so one session builds and the others wait and reuse it
+    (and no session deletes a template another one is building)."""
     digest = hashlib.sha256(SETUP.read_bytes()).hexdigest()[:10]
     name = f"icd-template-{digest}"
     db = INSTANCES / name / "db" / "redmine.sqlite3"
     done = INSTANCES / name / "db" / "ready"
     if done.exists():
         return db
+    INSTANCES.mkdir(parents=True, exist_ok=True)
+    with open(INSTANCES / ".icd-template.lock", "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log("another session is building the template database; waiting for it")
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        if done.exists():   # built while we waited
+            return db
+        return _build_template(name, db, done)
+
+
+def _build_template(name: str, db: Path, done: Path) -> Path:
     log("building the template database (once; about a minute)")
     for stale in INSTANCES.glob("icd-template-*"):  # built from an older setup script
         if stale.name != name:

@@ -94,3 +94,87 @@ def test_a_value_from_redmine_stays_on_its_line():
         out = doc.render()
         assert out.count("\n") == text.count("\n") and "# from Redmine" in out
         assert yaml.safe_load(out)["interfaces"][0]["tasks"][0]["subject"] == value
+
+
+# -- every text the sync writes reads back as the same text (issue 9, item 1) --------------------
+from hypothesis import HealthCheck, example, given, settings, strategies as st  # noqa: E402
+
+from icd.loader import load_yaml  # noqa: E402
+from icd.redmine.yamledit import scalar_text  # noqa: E402
+
+SYNC_TEXT = """\
+# registry   (comments must survive)
+schema_version: 1
+interfaces:
+  - code: I-DATA-COM-3201   # the CTC
+    tasks:
+      - subject: old   # from Redmine
+        status: New
+        synced: {subject: old}
+"""
+NASTY = ["Coma model [v2]", "Construct the data structure and storage (DM, ARCH)", ",[]{}:#&*!|>'\"%@`",
+         " lead", "trail ", "", "yes", "no", "null", "~", "1e3", "0x1", "0o7", "1_000", ".inf", "2020-04-01",
+         "a: b", "a #b", "- a", "? a", "{a}", "[v2]", "x\ty", "line\nbreak", "é ü ∑ 🚀", "'", '"', "\\", "...", "---"]
+texts = st.one_of(st.sampled_from(NASTY), st.text(),
+                  st.text(alphabet=st.sampled_from(list(",[]{}:#&*!|>'\"%@` -?.\\\t\nab01")), max_size=12))
+keys = st.one_of(st.sampled_from(NASTY), st.text(max_size=40))
+values = st.recursive(st.one_of(texts, st.integers(), st.booleans(), st.none()),
+                      lambda inner: st.one_of(st.lists(inner, max_size=4),
+                                              st.dictionaries(keys, inner, max_size=4)), max_leaves=12)
+
+
+def _read_both(text: str):
+    """What the registry loader (fast reader, libyaml fallback) and plain libyaml read."""
+    data, _, diags = load_yaml("t.yaml", text)
+    assert not diags, diags
+    assert data == yaml.safe_load(text)
+    return data
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(texts)
+@example("Coma model [v2]")
+@example("Construct the data structure and storage (DM, ARCH)")
+def test_any_text_survives_every_place_the_sync_writes_it(text):
+    doc = YamlDoc(SYNC_TEXT)
+    task = ("interfaces", 0, "tasks", 0)
+    doc.set(task + ("subject",), text)
+    doc.set(task + ("synced",), {"subject": text, "relations": [["follows", 1, None]], text: [text]}, flow=True)
+    doc.set(("redmine",), {"url": "http://127.0.0.1:3000", "pending": [{"code": "I-DATA-COM-3201", "subject": text}],
+                           "migration": {"url": "u", "ids": {"8546": 7}, "pending": ["I-DATA-COM-3201", text]},
+                           "unknown": {"12": f"I-DATA-COM-0001: {text}"}})
+    out = doc.render()
+    data = _read_both(out)
+    t = data["interfaces"][0]["tasks"][0]
+    assert t["subject"] == text and t["synced"] == {"subject": text, "relations": [["follows", 1, None]], text: [text]}
+    assert data["redmine"]["pending"] == [{"code": "I-DATA-COM-3201", "subject": text}]
+    assert data["redmine"]["migration"]["pending"] == ["I-DATA-COM-3201", text]
+    assert data["redmine"]["migration"]["ids"] == {"8546": 7}
+    assert data["redmine"]["unknown"] == {"12": f"I-DATA-COM-0001: {text}"}
+    assert "# the CTC" in out and "# from Redmine" in out
+    # and again on the written text (a replaced, not an inserted, bookkeeping section)
+    doc2 = YamlDoc(out)
+    doc2.set(("redmine", "pending"), [{"code": "X", "subject": text}])
+    assert _read_both(doc2.render())["redmine"]["pending"] == [{"code": "X", "subject": text}]
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(values)
+def test_nested_values_survive_block_and_flow(value):
+    for flow in (False, True):
+        doc = YamlDoc(SYNC_TEXT)
+        doc.set(("interfaces", 0, "tasks", 0, "note"), value, flow=flow)
+        doc.set(("interfaces", 0, "tasks", 0, "synced"), {"v": value}, flow=True)
+        doc.set(("redmine",), {"v": value, "w": [value]})
+        data = _read_both(doc.render())
+        assert data["interfaces"][0]["tasks"][0]["note"] == value
+        assert data["interfaces"][0]["tasks"][0]["synced"] == {"v": value}
+        assert data["redmine"] == {"v": value, "w": [value]}
+
+
+def test_subjects_with_flow_indicators_are_quoted_in_flow_context():
+    """The regression of issue 9: '[', ',' in a subject broke the synced: and pending: flow mappings."""
+    assert scalar_text({"subject": "Coma model [v2]"}) == "{subject: 'Coma model [v2]'}"
+    assert scalar_text(["Construct the data structure and storage (DM, ARCH)"]) == \
+        "['Construct the data structure and storage (DM, ARCH)']"
+    assert scalar_text("plain words") == "plain words"   # no needless quotes

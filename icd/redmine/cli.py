@@ -16,7 +16,8 @@ import typer
 
 from .client import Client, RedmineError, redact
 from .config import ConfigError, load_api_key, load_config
-from .sync import Report, Sync, SyncError, scaffold as do_scaffold
+from .lock import LockBusy, registry_lock
+from .sync import Report, Sync, SyncError, forget as do_forget, scaffold as do_scaffold
 
 EXIT_ERROR, EXIT_CONFLICT = 1, 3
 
@@ -59,6 +60,11 @@ def _registry(ctx: typer.Context, local: Optional[Path]) -> Path:
     return Path(os.environ.get("ICD_REGISTRY") or "interfaces.yaml")
 
 
+def _locked(path: Path, timeout: float | None = None):
+    """The registry's sync lock (see lock.py); waiting is said on stderr."""
+    return registry_lock(path, timeout, on_wait=lambda msg: typer.echo(msg, err=True))
+
+
 def _run(action: Callable[[Client], Report], config: Optional[Path], url: Optional[str], project: Optional[str],
          verbose: bool) -> None:
     key = None
@@ -74,7 +80,7 @@ def _run(action: Callable[[Client], Report], config: Optional[Path], url: Option
         finally:
             stats = client.stats
             client.close()
-    except (ConfigError, RedmineError, SyncError) as exc:
+    except (ConfigError, RedmineError, SyncError, LockBusy) as exc:
         typer.echo(f"error: {redact(str(exc), key)}", err=True)
         raise typer.Exit(EXIT_ERROR)
     except typer.Exit:
@@ -114,7 +120,8 @@ def pull(ctx: typer.Context, registry: RegistryOpt = None, config: ConfigOpt = N
     path = _registry(ctx, registry)
 
     def action(client: Client) -> Report:
-        return Sync(path, client.cfg, client).pull(full=full, prefer=prefer.value if prefer else None)
+        with _locked(path, client.cfg.lock_timeout):
+            return Sync(path, client.cfg, client).pull(full=full, prefer=prefer.value if prefer else None)
     _run(action, config, url, project, verbose)
 
 
@@ -143,10 +150,12 @@ def plan(ctx: typer.Context, registry: RegistryOpt = None, config: ConfigOpt = N
 def push(ctx: typer.Context, registry: RegistryOpt = None, config: ConfigOpt = None, url: UrlOpt = None,
          project: ProjectOpt = None, prefer: PreferOpt = None,
          new_server: Annotated[bool, typer.Option("--new-server", help="Copy every task to a Redmine that does not know the ids, then rewrite the ids in the registry.")] = False,
+         recreate_deleted: Annotated[bool, typer.Option("--recreate-deleted", help="Create again, with new ids, the registry's tasks that were deleted in Redmine (see also: icd redmine forget).")] = False,
          verbose: VerboseOpt = False) -> None:
     """Create the planned tasks and send the registry's changes; each new id is written at once.
 
     An interrupted push can be run again: what was created has its id in the registry already.
+    One sync at a time: a second one waits for the first (lock file .interfaces.yaml.lock).
 
     [bold]Examples[/bold]
 
@@ -159,7 +168,9 @@ def push(ctx: typer.Context, registry: RegistryOpt = None, config: ConfigOpt = N
     path = _registry(ctx, registry)
 
     def action(client: Client) -> Report:
-        return Sync(path, client.cfg, client).push(prefer=prefer.value if prefer else None, new_server=new_server)
+        with _locked(path, client.cfg.lock_timeout):
+            return Sync(path, client.cfg, client).push(prefer=prefer.value if prefer else None, new_server=new_server,
+                                                       recreate_deleted=recreate_deleted)
     _run(action, config, url, project, verbose)
 
 
@@ -221,8 +232,34 @@ def scaffold(ctx: typer.Context, codes: Annotated[list[str], typer.Argument(help
     """
     path = _registry(ctx, registry)
     try:
-        report = do_scaffold(path, codes, stage)
-    except SyncError as exc:
+        with _locked(path):
+            report = do_scaffold(path, codes, stage)
+    except (SyncError, LockBusy) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(EXIT_ERROR)
+    for line in report.lines:
+        typer.echo(line)
+
+
+@app.command()
+def forget(ctx: typer.Context, task: Annotated[str, typer.Argument(help="Task id (11108) or CODE#stage (I-DATA-COM-3201#integration, CODE#parent).")],
+           registry: RegistryOpt = None) -> None:
+    """Remove a task from the registry (e.g. one deleted in Redmine that should stay deleted);
+    parents and relations naming it are cleared. Needs no Redmine access; Redmine is not touched.
+
+    [bold]Examples[/bold]
+
+      icd redmine forget 11108
+
+      icd redmine forget I-DATA-COM-3201#integration
+
+      icd redmine push --recreate-deleted    # the other answer: create it again
+    """
+    path = _registry(ctx, registry)
+    try:
+        with _locked(path):
+            report = do_forget(path, task)
+    except (SyncError, LockBusy) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(EXIT_ERROR)
     for line in report.lines:

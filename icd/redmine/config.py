@@ -41,6 +41,7 @@ class RedmineConfig:
     backoff: float = 0.5           # seconds, doubled after each failed attempt
     key_file: Optional[str] = None
     wiki_prefix: str = ""          # wiki page title = prefix + ICD name (e.g. "ICD_DATA-COM")
+    lock_timeout: float = 120.0    # seconds a sync waits while another sync of the same registry runs
     source: Optional[Path] = None  # the file this came from (for messages)
 
     def category_name(self, registry_category: str) -> Optional[str]:

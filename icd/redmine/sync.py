@@ -34,6 +34,8 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+
+import yaml
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,7 +45,7 @@ from ..model import Interface, Relation, Task
 from ..registry import Loaded, load
 from .client import Client
 from .config import RedmineConfig
-from .yamledit import YamlDoc
+from .yamledit import YamlDoc, _Loader
 
 SYNC_FIELDS = ("subject", "tracker", "category", "status", "priority", "assignee", "start", "due",
                "estimated_hours", "done_ratio", "parent", "relations")
@@ -53,6 +55,9 @@ INVERSE = {"follows": "precedes", "precedes": "follows", "blocks": "blocked", "b
            "copied_to": "copied_from", "copied_from": "copied_to"}
 CODE_RE = re.compile(r"\b(I-DATA-(?:COM|xST|ACTL)-\d{4}|PROV-DATA-(?:COM|xST|ACTL)-[A-Z0-9]+(?:-[A-Z0-9]+)*)\b")
 BATCH = 100
+# the relation filters of Redmine's issue query (each direction of each type)
+RELATION_FILTERS = ("relates", "duplicates", "duplicated", "blocks", "blocked", "precedes", "follows",
+                    "copied_to", "copied_from")
 _MISSING = object()
 
 
@@ -158,6 +163,8 @@ def remote_relations(issue: dict) -> list[tuple[str, int, Optional[int], int]]:
 
 # -- the sync session ------------------------------------------------------------------------
 class Sync:
+    BY_ID_MAX = BATCH   # incremental pull: up to this many unchanged tasks are read by id for their relations
+
     def __init__(self, path: Path, cfg: RedmineConfig, client: Client, *, loaded: Optional[Loaded] = None):
         self.path = Path(path)
         self.cfg = cfg
@@ -168,6 +175,8 @@ class Sync:
             raise SyncError(f"the registry has {len(self.loaded.diagnostics)} problem(s); fix them first "
                             f"(icd validate). First: {first.file}:{first.line}: {first.message}")
         self.doc = YamlDoc.read(self.path)
+        self.doc.relocator = self._relocator
+        self.doc.owned = _sync_owned
         self.registry = self.loaded.registry
         self.book: dict[str, Any] = dict(self.registry.redmine or {})
         self.entries: list[Entry] = []
@@ -175,6 +184,8 @@ class Sync:
             for k, task in enumerate(iface.tasks):
                 self.entries.append(Entry(iface, task, ("interfaces", i, "tasks", k)))
         self.by_id = {e.task.id: e for e in self.entries if e.task.id}
+        self.first_ids = {e.loc: e.task.id for e in self.entries}
+        self.notes: list[str] = []   # lines about merged hand edits, added to the report
         self._owned_elsewhere()
         self._dirty = False
 
@@ -187,16 +198,78 @@ class Sync:
                 if e.task.id and r.task in self.by_id:
                     self.mirrors.add((r.task, INVERSE[r.type], e.task.id))
 
-    def check_server(self, new_server: bool = False) -> None:
+    def check_server(self, new_server: bool = False, *, pulling: bool = False) -> None:
+        """Refuse a Redmine other than the one the registry's bookkeeping belongs to."""
         recorded = self.book.get("url")
-        if recorded and recorded.rstrip("/") != self.cfg.url and not new_server and self.by_id:
+        if not recorded or recorded.rstrip("/") == self.cfg.url or new_server:
+            return
+        if self.by_id:
             raise SyncError(f"the registry's task ids belong to {recorded}, but the configured Redmine is "
                             f"{self.cfg.url}; to copy the tasks there (ids are rewritten) run: icd redmine push --new-server")
+        if pulling:
+            raise SyncError(f"the registry's Redmine bookkeeping (redmine: in the registry) belongs to {recorded}, "
+                            f"but the configured Redmine is {self.cfg.url}; nothing was read or recorded: fix the URL, "
+                            "or delete the redmine: section to start over with the new Redmine")
 
     def save(self) -> None:
         self.doc.set(("redmine",), _clean(self.book) or {"url": self.cfg.url})
+        merged = self.doc.merged
         self.doc.write(self.path)
         self._dirty = False
+        if self.doc.merged != merged:
+            self._merge_notes()
+
+    def _relocator(self, new: YamlDoc):
+        """Where each task of the first read is in ``new`` (a hand edit may have moved it):
+        found by interface code and id, or, for a task without id at the first read, by code,
+        subject and stage."""
+        data = yaml.load(new.original, Loader=_Loader) or {}
+        first_ids = {e.task.id for e in self.entries if e.task.id}
+        by_id: dict[tuple, tuple[int, int]] = {}
+        by_subject: dict[tuple, list[tuple[int, int, Any]]] = {}
+        for i, iface in enumerate(data.get("interfaces") or [] if isinstance(data, dict) else []):
+            if not isinstance(iface, dict):
+                continue
+            for k, task in enumerate(iface.get("tasks") or []):
+                if not isinstance(task, dict):
+                    continue
+                code = iface.get("code")
+                if task.get("id") is not None:
+                    by_id[(code, task["id"])] = (i, k)
+                by_subject.setdefault((code, task.get("subject"), task.get("stage")), []).append((i, k, task.get("id")))
+        where: dict[tuple[int, int], tuple[int, int]] = {}
+        for e in self.entries:
+            first_id = self.first_ids.get(e.loc)
+            if first_id is not None:
+                found = by_id.get((e.iface.code, first_id))
+            else:
+                found = next(((i, k) for i, k, tid in by_subject.get((e.iface.code, e.task.subject, e.task.stage), [])
+                              if tid is None or (tid == e.task.id and tid not in first_ids)), None)
+            if found is not None:
+                where[(e.loc[1], e.loc[3])] = found
+
+        def locate(loc: tuple) -> Optional[tuple]:
+            if len(loc) >= 4 and loc[0] == "interfaces" and loc[2] == "tasks":
+                found = where.get((loc[1], loc[3]))
+                return None if found is None else ("interfaces", found[0], "tasks", found[1], *loc[4:])
+            return loc
+        return locate
+
+    def _merge_notes(self) -> None:
+        """Say what merging a hand edit saved during the sync did (lines for the report)."""
+        self.notes.append(f"the registry was edited by hand during this sync: the sync's changes were merged "
+                          f"into the edited file ({self.path}), the hand edit kept")
+        for loc in self.doc.dropped:
+            e = next((x for x in self.entries if x.loc == loc[:4]), None)
+            if e is not None and loc[4:] == ("id",) and e.task.id:
+                self.notes.append(f"WARNING: {e.iface.code} task '{e.task.subject}' was renamed or removed by the "
+                                  f"hand edit, so its Redmine id #{e.task.id} is not recorded: add `id: {e.task.id}` "
+                                  "to it (or delete the Redmine task)")
+        for loc in self.doc.kept:
+            e = next((x for x in self.entries if x.loc == loc[:4]), None)
+            if e is not None:
+                self.notes.append(f"kept the hand edit of {'.'.join(map(str, loc[4:]))} of {e.label}; "
+                                  "the next push sends it")
 
     def set_field(self, e: Entry, name: str, value: Any) -> None:
         """Change one field of a task in the model and in the file."""
@@ -206,6 +279,8 @@ class Sync:
         if name == "relations":
             yaml_value = [{"type": t, "task": o, **({"delay": d} if d is not None else {})} for t, o, d in value]
             e.task.relations = [Relation(type=t, task=o, delay=d) for t, o, d in value]
+            # a relation between two registry tasks is listed on one of them: the other ignores its mirror
+            self.mirrors.update((o, INVERSE.get(t, t), e.task.id) for t, o, _ in value if o in self.by_id)
             if not value and not self.doc.has(e.loc + ("relations",)):
                 return
         else:
@@ -295,7 +370,7 @@ class Sync:
 
     # -- pull ------------------------------------------------------------------------------
     def pull(self, *, full: bool = False, prefer: Optional[str] = None, write: bool = True) -> Report:
-        self.check_server()
+        self.check_server(pulling=True)
         report = Report()
         self.client.whoami()
         since = None if full else self.book.get("last_pull")
@@ -307,22 +382,16 @@ class Sync:
         for issue in self.client.paged("/issues.json", "issues", what=f"listing the tasks of project '{self.cfg.project}'",
                                        **params):
             seen[issue["id"]] = issue
-        unchanged_ok, by_id_since, by_id_all = set(), [], []
-        for tid, e in self.by_id.items():
-            if tid in seen:
-                continue
-            synced = e.task.synced or {}
-            if since and synced.get("_project") == pid:
-                unchanged_ok.add(tid)
-            elif since and synced:
-                by_id_since.append(tid)
-            else:
-                by_id_all.append(tid)
-        seen.update(self.fetch_ids(by_id_since, since))
-        seen.update(self.fetch_ids(by_id_all))
-        report.missing = sorted(t for t in by_id_all if t not in seen)
+        rest = [tid for tid in self.by_id if tid not in seen]
+        read = rest if full or len(rest) <= self.BY_ID_MAX else self._relation_changes(rest, pid, seen)
+        seen.update(self.fetch_ids(read, what="reading the relations of the registry's tasks"))
+        report.missing = sorted(t for t in read if t not in seen)
+        if report.missing and len(report.missing) == len(self.by_id) and not self.book.get("url"):
+            raise SyncError(f"none of the registry's {len(self.by_id)} task ids is in {self.cfg.url}: it is not the "
+                            "Redmine they come from; nothing was recorded. Check the URL, or copy the tasks "
+                            "there with: icd redmine push --new-server")
         for tid in report.missing:
-            report.add(f"MISSING #{tid} ({self.by_id[tid].iface.code}): not found in Redmine (deleted, or not visible to this key)")
+            report.add(self.missing_line(self.by_id[tid]))
         newest = since
         for issue in seen.values():
             stamp = issue.get("updated_on")
@@ -341,12 +410,40 @@ class Sync:
             report.add(f"UNKNOWN #{key} carries {text!r} but is not in the registry")
         self.book["unknown"] = unknown
         self.book["url"] = self.cfg.url
-        if not report.missing and not report.conflicts and newest:
-            # (with a conflict the watermark stays, so the next pull reports it again)
+        if not report.conflicts and newest:
+            # (with a conflict the watermark stays, so the next pull reports it again; a deleted task
+            # is found again by the read by id)
             self.book["last_pull"] = newest
         if write and (self._dirty or _clean(self.book) != _clean(self.registry.redmine or {})):
             self.save()
+        report.lines.extend(self.notes)
         return report
+
+    def _relation_changes(self, rest: list[int], pid: int, seen: dict[int, dict]) -> list[int]:
+        """Redmine does not move updated_on when a relation is added or removed.  With few tasks
+        left, they are simply read by id (100 per request); with many, the project's issues that
+        have a relation of each type are listed (9 requests, about the tasks with relations, not
+        all tasks), and only the tasks that lost every relation, or live in another project, are
+        read by id.  (A task deleted in Redmine is found by a full pull, or by push.)"""
+        related: dict[int, dict] = {}
+        for rtype in RELATION_FILTERS:
+            for issue in self.client.paged("/issues.json", "issues", what=f"listing the tasks with '{rtype}' relations",
+                                           project_id=pid, status_id="*", include="relations", **{rtype: "*"}):
+                related[issue["id"]] = issue
+        read = []
+        for tid in rest:
+            e = self.by_id[tid]
+            if tid in related:
+                seen[tid] = related[tid]
+            elif (e.task.synced or {}).get("_project") != pid or (e.task.synced or {}).get("relations") \
+                    or e.task.relations:
+                read.append(tid)   # outside the project, or its relations were all removed
+        return read
+
+    def missing_line(self, e: Entry) -> str:
+        return (f"MISSING #{e.task.id} ({e.iface.code} '{e.task.subject}'): not in {self.cfg.url} (deleted there, or "
+                f"not visible to this key); to create it again run: icd redmine push --recreate-deleted; "
+                f"to drop it from the registry run: icd redmine forget {e.task.id}")
 
     def code_of(self, issue: dict) -> Optional[str]:
         for cf in issue.get("custom_fields") or []:
@@ -499,7 +596,13 @@ class Sync:
                 out.append(e)
         return out
 
-    def push(self, *, dry_run: bool = False, prefer: Optional[str] = None, new_server: bool = False) -> Report:
+    def push(self, *, dry_run: bool = False, prefer: Optional[str] = None, new_server: bool = False,
+             recreate_deleted: bool = False) -> Report:
+        report = self._push(dry_run=dry_run, prefer=prefer, new_server=new_server, recreate_deleted=recreate_deleted)
+        report.lines.extend(self.notes)
+        return report
+
+    def _push(self, *, dry_run: bool, prefer: Optional[str], new_server: bool, recreate_deleted: bool) -> Report:
         report = Report()
         if new_server and self.book.get("url") == self.cfg.url and not self.book.get("migration"):
             report.add(f"the registry's ids already belong to {self.cfg.url}: pushing normally")
@@ -511,22 +614,34 @@ class Sync:
             for e in self.entries:
                 report.add(f"create (copy of {e.label}) in {self.cfg.url}; its id will be rewritten")
             return report
+        # even with nothing to send: a wrong key or an unreachable server is said now, not at the next change
+        self.client.whoami()
         self.resolve_pending(report)
         creates, changed = self._to_create(), self._locally_changed()
-        if not creates and not changed:
+        deleted: list[Entry] = []
+        if recreate_deleted:
+            everything = self.fetch_ids(list(self.by_id), what="looking for tasks deleted in Redmine")
+            self._new_server_check([e.task.id for e in self.entries if e.task.id and e.task.id not in everything],
+                                   everything)
+            deleted = [e for e in self.entries if e.task.id and e.task.id not in everything]
+            gone = {id(e) for e in deleted}
+            changed = [e for e in changed if id(e) not in gone]
+        if not creates and not changed and not deleted:
             report.add("nothing to push: the registry has no change since the last sync")
             if self._dirty and not dry_run:
                 self.save()
             return report
-        self.client.whoami()
-        self.lookups(creates + changed)
+        self.lookups(creates + changed + deleted)
         remote = self.fetch_ids([e.task.id for e in changed], what="reading the tasks to update")
         missing = [e.task.id for e in changed if e.task.id not in remote]
         if missing:
-            shown = ", ".join(f"#{i}" for i in missing[:8]) + (" ..." if len(missing) > 8 else "")
-            raise SyncError(f"{len(missing)} task(s) of the registry are not in {self.cfg.url} ({shown}); "
-                            "if this is a new Redmine, run: icd redmine push --new-server (creates them and "
-                            "rewrites the ids); nothing was sent")
+            self._new_server_check(missing, remote)
+            for tid in missing:
+                report.add(self.missing_line(self.by_id[tid]) + "; its changes were not sent")
+            changed = [e for e in changed if e.task.id not in missing]
+        for e in deleted:
+            report.add(f"recreate #{e.task.id} ({e.iface.code} '{e.task.subject}'), deleted in Redmine: "
+                       "a new task with a new id")
         # field-by-field decisions for existing tasks
         updates: list[tuple[Entry, dict[str, Any], dict]] = []
         for e in changed:
@@ -557,6 +672,8 @@ class Sync:
                     report.conflicts.append(c)
                     report.add(c.line())
             updates.append((e, send, theirs))
+        if dry_run:
+            creates = creates + deleted
         for e in creates:
             d = self.desired(e)
             report.add(f"create {e.iface.code} {e.task.role} '{e.task.subject}'")
@@ -566,8 +683,13 @@ class Sync:
         if dry_run:
             return report
         created_issues: dict[int, dict] = {}
-        for e in creates:
-            created_issues[self.create(e, report)] = {}
+        renamed = self._forget_ids(deleted)
+        order = {"upstream": 0, "parent": 1, "stage": 2}
+        for e in sorted(creates + deleted, key=lambda x: order[x.task.role]):
+            new_id = self.create(e, report)
+            created_issues[new_id] = {}
+            if id(e) in renamed:
+                self._rewrite_references(renamed[id(e)], new_id)
         touched = set(created_issues)
         for e, send, issue in updates:
             fields = [k for k in send if k != "relations"]
@@ -591,6 +713,8 @@ class Sync:
             have = {(t, o, d if t in ("follows", "precedes") else None): rid for t, o, d, rid in current}
             base_rel = {tuple(r) for r in ((e.task.synced or {}).get("relations") or [])}
             for rel in sorted(want - set(have), key=lambda r: (r[1], r[0])):
+                if rel[1] in missing:
+                    continue  # its target was deleted in Redmine (said above)
                 pair = tuple(sorted((e.task.id, rel[1])))
                 if pair in done_pairs or (list(rel) in [list(x) for x in base_rel] and prefer != "local"):
                     continue  # done already, or removed in Redmine since the last sync (pull brings that)
@@ -628,6 +752,37 @@ class Sync:
             fresh.update(self.fetch_ids(again, what="re-reading the pushed tasks"))
         self.record(fresh, report, intended)
         return report
+
+    def _new_server_check(self, missing: list[int], found: dict) -> None:
+        """Tasks not found: deleted ones (said per task), unless the server knows none of the ids."""
+        if not missing or found:
+            return
+        probe = self.fetch_ids(sorted(self.by_id)[:BATCH], what="checking that this Redmine knows the registry's ids")
+        if probe:
+            return
+        shown = ", ".join(f"#{i}" for i in missing[:8]) + (" ..." if len(missing) > 8 else "")
+        raise SyncError(f"{len(missing)} task(s) of the registry are not in {self.cfg.url} ({shown}), nor any other "
+                        "of its tasks; if this is a new Redmine, run: icd redmine push --new-server (creates them and "
+                        "rewrites the ids); nothing was sent")
+
+    def _forget_ids(self, entries: list[Entry]) -> dict[int, Optional[int]]:
+        """Tasks deleted in Redmine become planned tasks again (the model only; create() writes the new id)."""
+        old = {}
+        for e in entries:
+            old[id(e)] = e.task.id
+            self.by_id.pop(e.task.id, None)
+            e.task.id = None
+            e.task.synced = None
+        return old
+
+    def _rewrite_references(self, old: int, new: int) -> None:
+        """Parents and relation targets that named a recreated task name its new id."""
+        for x in self.entries:
+            if x.task.parent == old:
+                self.set_field(x, "parent", new)
+            if any(r.task == old for r in x.task.relations):
+                self.set_field(x, "relations", [(r.type, new if r.task == old else r.task, r.delay)
+                                                for r in x.task.relations])
 
     def record(self, fresh: dict[int, dict], report: Report, intended: Optional[dict] = None) -> None:
         """Store what Redmine now has for the tasks this push touched as their synced state."""
@@ -782,6 +937,11 @@ class Sync:
         self.__dict__.update(fresh.__dict__)
 
 
+def _sync_owned(loc: tuple) -> bool:
+    """Fields only the sync writes: its value always replaces the file's when a hand edit is merged."""
+    return loc[:1] == ("redmine",) or (len(loc) == 5 and loc[-1] in ("id", "synced", "updated_on"))
+
+
 def _clean(book: dict) -> dict:
     return {k: v for k, v in book.items() if v not in (None, {}, [])}
 
@@ -831,4 +991,52 @@ def scaffold(path: Path, codes: Iterable[str], stages: Optional[Iterable[str]] =
             report.add(f"{code}: every stage already has a task")
     if any(l.startswith("planned") for l in report.lines):
         doc.write(path)
+    return report
+
+
+def forget(path: Path, target: str) -> Report:
+    """Remove one task from the registry (no Redmine access): the answer to a task deleted in
+    Redmine that should stay deleted.  ``target`` is its id (``11108`` or ``#11108``) or
+    ``CODE#stage`` (the interface's only task of that stage; ``CODE#parent`` for its parent).
+    Other tasks' parent and relations that named it are cleared."""
+    path = Path(path)
+    loaded = load(path, check_modules=False)
+    if loaded.diagnostics:
+        d = loaded.diagnostics[0]
+        raise SyncError(f"the registry has {len(loaded.diagnostics)} problem(s); fix them first "
+                        f"(icd validate). First: {d.file}:{d.line}: {d.message}")
+    entries = [Entry(iface, task, ("interfaces", i, "tasks", k))
+               for i, iface in enumerate(loaded.registry.interfaces) for k, task in enumerate(iface.tasks)]
+    text = target.strip().lstrip("#")
+    if text.isdigit():
+        found = [e for e in entries if e.task.id == int(text)]
+    elif "#" in text:
+        code, what = text.split("#", 1)
+        found = [e for e in entries if e.iface.code == code and (e.task.stage == what if what != "parent"
+                                                                 else e.task.role == "parent")]
+    else:
+        raise SyncError(f"'{target}' names no task: give its id (e.g. 11108) or CODE#stage (e.g. I-DATA-COM-3201#integration)")
+    if not found:
+        raise SyncError(f"no task {target} in {path}")
+    if len(found) > 1:
+        raise SyncError(f"{target} names {len(found)} tasks ({', '.join(e.label for e in found)}): give the id instead")
+    e = found[0]
+    doc = YamlDoc.read(path)
+    report = Report()
+    tid = e.task.id
+    if tid:
+        for x in entries:
+            if x is e:
+                continue
+            if x.task.parent == tid:
+                doc.set(x.loc + ("parent",), None)
+                report.add(f"cleared the parent of {x.label} (it was #{tid})")
+            kept = [r for r in x.task.relations if r.task != tid]
+            if len(kept) != len(x.task.relations):
+                doc.set(x.loc + ("relations",), [{"type": r.type, "task": r.task, **({"delay": r.delay} if r.delay is not None else {})}
+                                                 for r in kept])
+                report.add(f"removed the relations of {x.label} to #{tid}")
+    doc.delete_item(e.loc[:3], e.loc[3])
+    doc.write(path)
+    report.lines.insert(0, f"forgot {e.label}: removed from the registry (Redmine is not touched)")
     return report

@@ -9,12 +9,20 @@ line; every other byte — comments, blank lines, order, quoting, flow or block 
 written.  Edits are kept in the coordinates of the original parse, so any number of edits costs
 one parse, and ``write`` renders and replaces the file atomically (temporary file + fsync +
 rename), which makes it safe to call after every task Redmine creates.
+
+A person may save the file while a sync runs.  Every ``set`` is therefore also kept as an
+operation in the coordinates of the first read; before each write the file is read again, and
+if it is not what this document last wrote, the operations are replayed on the new text
+(``relocator`` maps a location of the first read to where that item is now, e.g. a task found
+by its interface code and id) instead of overwriting the hand edit.  A field the person changed
+keeps the person's value unless ``owned`` says the sync owns it (ids, bookkeeping).
 """
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import yaml
 
@@ -45,14 +53,44 @@ def scalar_text(value: Any) -> str:
         return "{" + ", ".join(f"{scalar_text(str(k))}: {scalar_text(v)}" for k, v in value.items()) + "}"
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(scalar_text(v) for v in value) + "]"
-    value = str(value)
+    return _string_text(str(value))
+
+
+@functools.lru_cache(maxsize=65536)
+def _string_text(value: str) -> str:
+    """A string as a YAML scalar that reads back as the same string wherever the sync puts it:
+    a block value (``key: text``), a block item (``- text``) and inside flow collections
+    (``{subject: text}``, ``[text]``), where ``,[]{}`` end a plain scalar.
+
+    PyYAML's emitter chooses the style for a flow context (it quotes flow indicators, ``: ``,
+    `` #``, leading indicators, surrounding spaces, and words its resolver would type, such as
+    ``yes``, ``null``, ``0o7``); the choice is then checked by parsing it back in those three
+    contexts, and anything that does not come back identical is written double-quoted, with
+    escapes, on one line."""
     # a line break (or a character YAML may read as one) would spread the value over lines at
     # the wrong indentation: write such a value double-quoted, with escapes, on one line
-    style = '"' if any(c in value for c in "\n\r\x85\u2028\u2029") or not value.isprintable() else None
-    text = yaml.safe_dump(value, default_flow_style=True, default_style=style, width=10**9, allow_unicode=True)
-    if text.endswith("\n...\n"):
-        text = text[:-5]
-    return text.rstrip("\n")
+    if any(c in value for c in "\n\r\x85\u2028\u2029") or not value.isprintable():
+        return _double_quoted(value)
+    text = yaml.safe_dump([value], default_flow_style=True, width=10**9, allow_unicode=True).rstrip("\n")
+    text = text[1:-1] if text.startswith("[") and text.endswith("]") else _double_quoted(value)
+    if _reads_back(text, value):
+        return text
+    return _double_quoted(value)
+
+
+def _double_quoted(value: str) -> str:
+    text = yaml.safe_dump(value, default_style='"', width=10**9, allow_unicode=True).rstrip("\n")
+    if text.endswith("\n..."):
+        text = text[:-4].rstrip("\n")
+    return text
+
+
+def _reads_back(text: str, value: str) -> bool:
+    probe = f"a: {text}\nb: [{text}]\nc: {{k: {text}}}\nd:\n- {text}\n"
+    try:
+        return yaml.load(probe, Loader=_Loader) == {"a": value, "b": [value], "c": {"k": value}, "d": [value]}
+    except yaml.YAMLError:
+        return False
 
 
 def block_text(value: Any, indent: int) -> str:
@@ -95,6 +133,17 @@ class YamlDoc:
         self.tail: dict[Any, str] = {}   # top-level keys appended at the end of the file
         self._index: dict[tuple, Any] = {}
         self._new_lists: dict[tuple, list] = {}
+        # merge support: the operations in the coordinates of the first read, and what is on disk
+        self.first_text = text
+        self.ops: dict[tuple, tuple[Any, bool, bool]] = {}
+        self.written = text                 # the text this document expects on disk (LF form)
+        self.relocator: Optional[Callable[["YamlDoc"], Callable[[tuple], Optional[tuple]]]] = None
+        self.owned: Callable[[tuple], bool] = lambda loc: True
+        self._locate: Callable[[tuple], Optional[tuple]] = lambda loc: loc
+        self.merged = 0                     # how many times a hand edit was merged
+        self.appended = False
+        self.dropped: list[tuple] = []      # operations whose place a hand edit removed
+        self.kept: list[tuple] = []         # fields a hand edit changed (the person's value kept)
 
     @property
     def root(self) -> yaml.Node:
@@ -137,13 +186,22 @@ class YamlDoc:
         return None
 
     def has(self, loc: tuple) -> bool:
-        return self.node(loc) is not None
+        here = self._locate(tuple(loc))
+        return here is not None and self.node(here) is not None
 
     # -- edits ---------------------------------------------------------------------------
     def set(self, loc: tuple, value: Any, *, first: bool = False, flow: bool = False) -> None:
         """Set ``loc`` to ``value``: replace the existing value, or add the key to its mapping.
 
         ``flow``: write a new mapping or list on one line (``{a: 1, b: [x]}``)."""
+        loc = tuple(loc)
+        self.ops.pop(loc, None)
+        self.ops[loc] = (value, first, flow)
+        here = self._locate(loc)
+        if here is not None:
+            self._set(here, value, first=first, flow=flow)
+
+    def _set(self, loc: tuple, value: Any, *, first: bool = False, flow: bool = False) -> None:
         node = self.node(loc)
         if node is not None:
             self._replace(node, value, flow)
@@ -209,7 +267,10 @@ class YamlDoc:
         point[token if token is not None else object()] = text
 
     def append_item(self, seq_loc: tuple, item: dict) -> None:
-        """Append a mapping to a block sequence (or create the key with a one-item list)."""
+        """Append a mapping to a block sequence (or create the key with a one-item list).
+
+        Appends are not replayed by ``rebase``: a document with appends refuses to merge."""
+        self.appended = True
         seq = self.node(seq_loc)
         if isinstance(seq, yaml.SequenceNode) and seq.flow_style and seq.value:
             # a list written in flow style ([{...}, {...}]): add the item after the last one, keep the others
@@ -234,6 +295,27 @@ class YamlDoc:
         last_line = self._end(seq.value[-1])[0]
         text = "\n" + " " * dash_col + "- " + block_text(item, dash_col + 2)
         self._add_at(last_line, len(self.lines[last_line].rstrip("\n")), text)  # each append is a new item
+
+    def delete_item(self, seq_loc: tuple, index: int) -> None:
+        """Remove item ``index`` of a block sequence, with its lines (comments on them too).
+
+        Not replayed by ``rebase`` (like ``append_item``)."""
+        self.appended = True
+        seq = self.node(tuple(seq_loc))
+        if not isinstance(seq, yaml.SequenceNode) or index >= len(seq.value):
+            raise KeyError(f"no item {index} at {seq_loc}")
+        if seq.flow_style:
+            raise KeyError(f"the list at {seq_loc} is written in flow style ([...]): edit it by hand")
+        if len(seq.value) == 1:
+            self._replace(seq, [])
+            return
+        item = seq.value[index]
+        first = _start(item)[0]
+        if index + 1 < len(seq.value):
+            last = _start(seq.value[index + 1])[0]   # up to the next item's dash line
+        else:
+            last = self._end(item)[0] + 1
+        self.edits[(first, 0)] = (last, 0, "")
 
     # -- rendering -----------------------------------------------------------------------
     def _end(self, node: yaml.Node) -> tuple[int, int]:
@@ -286,10 +368,55 @@ class YamlDoc:
         return "".join(out)
 
     def write(self, path: Optional[Path] = None) -> None:
+        """Write the edited text; if the file changed since this document last read or wrote it
+        (a hand edit saved meanwhile), first replay the edits on the file's new text."""
+        target = Path(path or self.path)
+        if self.path is not None and target == Path(self.path) and target.exists():
+            with open(target, encoding="utf-8", newline="") as fh:
+                disk = fh.read().replace("\r\n", "\n")
+            if disk != self.written:
+                if self.appended:
+                    raise ValueError(f"{target} changed while it was being edited; nothing was written: run again")
+                self.rebase(disk)
         text = self.render()
-        if self.newline != "\n":
-            text = text.replace("\n", self.newline)
-        atomic_write_text(path or self.path, text)
+        out = text.replace("\n", self.newline) if self.newline != "\n" else text
+        atomic_write_text(target, out)
+        self.written = text
+
+    def rebase(self, text: str) -> None:
+        """Take ``text`` (the file as a person saved it) as the new base and replay every operation."""
+        new = YamlDoc(text.replace("\r\n", "\n"), self.path)
+        new.newline = "\r\n" if "\r\n" in text else self.newline
+        locate = self.relocator(new) if self.relocator else (lambda loc: loc)
+        first = YamlDoc(self.first_text)
+        dropped, kept = [], []
+        for loc, (value, first_flag, flow) in self.ops.items():
+            here = locate(loc)
+            if here is None or (len(here) > 1 and new.node(here[:-1]) is None):
+                dropped.append(loc)
+                continue
+            if not self.owned(loc):
+                before, now = _value_at(first, loc), _value_at(new, here)
+                if now != before and now != value:
+                    kept.append(loc)
+                    continue
+            new._set(here, value, first=first_flag, flow=flow)
+        for name in ("newline", "original", "lines", "_root", "edits", "inserts", "tail", "_index", "_new_lists"):
+            setattr(self, name, getattr(new, name))
+        self._locate = locate
+        self.written = text.replace("\r\n", "\n")
+        self.merged += 1
+        self.dropped, self.kept = dropped, kept
+
+
+_ABSENT = object()
+
+
+def _value_at(doc: "YamlDoc", loc: tuple) -> Any:
+    node = doc.node(loc)
+    if node is None:
+        return _ABSENT
+    return yaml.constructor.SafeConstructor().construct_document(node)
 
 
 def _flat(value: dict) -> bool:

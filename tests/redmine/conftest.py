@@ -88,6 +88,10 @@ class Admin:
         r.raise_for_status()
         return r.json() if r.content.strip() else {}
 
+    def delete(self, path):
+        r = self.s.delete(self.url + path, timeout=30)
+        r.raise_for_status()
+
     def issues(self, project, **params):
         return self.get("/issues.json", project_id=project, status_id="*", limit=100, **params)["issues"]
 

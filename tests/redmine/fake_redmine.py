@@ -118,8 +118,7 @@ class FakeRedmine:
             rid = max(self.relations, default=0) + 1
             self.relations[rid] = {"id": rid, "issue_id": a, "issue_to_id": b, "relation_type": t,
                                    "delay": rel.get("delay")}
-            for i in (a, b):
-                self.issues[i]["updated_on"] = self.tick()
+            # like Redmine: a relation is journalised, but updated_on of neither task moves
             return Response(201, {"relation": self.relations[rid]})
         m = re.fullmatch(r"/relations/(\d+)\.json", path)
         if method == "DELETE" and m:
@@ -158,6 +157,15 @@ class FakeRedmine:
             if "updated_on" in params:
                 stamp = params["updated_on"][2:]
                 found = [i for i in found if i["updated_on"] >= stamp]
+            reverse = {"duplicated": "duplicates", "blocked": "blocks", "follows": "precedes", "copied_from": "copied_to"}
+            for rtype in ("relates", "duplicates", "duplicated", "blocks", "blocked", "precedes", "follows",
+                          "copied_to", "copied_from"):
+                if params.get(rtype) == "*":   # Redmine's relation filter: issues with such a relation
+                    stored = reverse.get(rtype, rtype)
+                    mine = "issue_to_id" if rtype in reverse else "issue_id"
+                    found = [i for i in found if any(r["relation_type"] == stored and (
+                        r[mine] == i["id"] or (rtype == "relates" and r["issue_to_id"] == i["id"]))
+                        for r in self.relations.values())]
             cf = params.get(f"cf_{self.cf}")
             if cf:
                 found = [i for i in found if any(c["value"] == cf for c in i.get("custom_fields", []))]

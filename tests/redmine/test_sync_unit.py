@@ -76,7 +76,8 @@ def test_plan_changes_nothing_and_push_creates_parent_and_subtasks(setup):
     assert "# the umbrella task" in text and "status: Assigned        # reserved for the CCF teams" in text
     fake.calls.clear()
     again = sync().push()
-    assert fake.calls == [] and "nothing to push" in again.lines[0]
+    # a no-op push still checks the key (and so the server): one GET, no write
+    assert fake.calls == [("GET", "/users/current.json")] and "nothing to push" in again.lines[0]
 
 
 def test_status_dropped_by_the_workflow_is_set_after_creation(setup):
@@ -128,7 +129,29 @@ def test_incremental_pull_asks_only_for_changes(setup):
     report = sync().pull()
     assert report.changed_in_registry == 0
     listing = [c for c in fake.calls if c[1] == "/issues.json"]
-    assert len(listing) == 1 and writes(fake) == []
+    # one listing of the changes, one read by id of the (3) registry tasks for their relations
+    assert len(listing) == 2 and writes(fake) == []
+    assert fake.calls == [("GET", "/users/current.json"), ("GET", "/issues.json"), ("GET", "/issues.json")]
+
+
+@pytest.mark.parametrize("by_id_max", [100, 0], ids=["read-by-id", "relation-filters"])
+def test_incremental_pull_sees_a_relation_added_or_removed_in_redmine(setup, monkeypatch, by_id_max):
+    """Redmine does not move updated_on when a relation changes: an incremental pull still sees it
+    (few tasks: read by id; many: the project's issues with relations, listed per relation type)."""
+    path, fake, sync = setup
+    monkeypatch.setattr(Sync, "BY_ID_MAX", by_id_max)
+    sync().push()
+    sync().pull()
+    fake.relations[1] = {"id": 1, "issue_id": 2, "issue_to_id": 3, "relation_type": "precedes", "delay": 5}
+    report = sync().pull()
+    tasks = load(path, check_modules=False).registry.interfaces[0].tasks
+    assert local_values(tasks[2])["relations"] == [["follows", 2, 5]], report.lines
+    assert local_values(tasks[1])["relations"] == []      # the mirror stays on one side
+    assert "nothing to push" in sync().push().lines[0]
+    del fake.relations[1]
+    sync().pull()
+    tasks = load(path, check_modules=False).registry.interfaces[0].tasks
+    assert local_values(tasks[2])["relations"] == []
 
 
 def test_interrupted_create_is_adopted_not_duplicated(setup):
