@@ -13,7 +13,7 @@ From CCD images of stars at known off-axis angles (star catalogue + pointing: th
 position is f tan theta along the star's direction), the background-subtracted image moments
 are computed (vectorised over images) and fitted by weighted linear least squares:
 dr = kappa1 theta + kappa3 theta^3, m_rr = s_r + beta_r theta^2, m_tt = s_t + beta_t theta^2,
-m_rrr = gamma theta^3 (weights from photon statistics, covariances scaled by the residual
+m_rrr = gamma theta^3 + gamma5 theta^5 (weights from photon statistics, covariances scaled by the residual
 chi^2).  ``correct_coma`` removes the fitted radial shift from measured centroids (fixed-point
 inversion), returning the chief-ray positions used for pointing (star-guider, camera-lid
 images) and for the sky mapping of image centroids.
@@ -25,6 +25,7 @@ CTA-LST Collaboration, ApJ 956 (2023) 80 (LST-1 optics).
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import astropy.units as u
@@ -32,12 +33,12 @@ import numpy as np
 from astropy.table import Table
 
 from calib.contract import CalibrationError, CalibrationModule, Evidence, Port, provenance, write_table
-from calib.pointing._io import linear_least_squares, read_table, require_finite, truth_of
+from calib.pointing._io import linear_least_squares, norm_sf, read_table, require_finite, truth_of
 from calib.pointing.star_images import FLAG_NAMES, image_moments, screen_images, subtract_background
 
-__all__ = ["measure_star_images", "fit_coma", "correct_coma", "CONTRACT"]
+__all__ = ["measure_star_images", "fit_coma", "correct_coma", "expected_coma", "CONTRACT"]
 
-VERSION = "0.1.0"
+VERSION = "0.2.0"
 MIN_IMAGES = 6
 
 
@@ -63,7 +64,8 @@ def measure_star_images(images, theta, psi, pixel, focal_length, corner_x, corne
     table = Table()
     table["theta"] = theta * u.deg
     table["psi"] = np.degrees(psi) * u.deg
-    cols = {k: np.full(n, np.nan) for k in ("dr", "dt", "m_rr", "m_tt", "m_rrr", "flux", "x", "y")}
+    cols = {k: np.full(n, np.nan) for k in ("dr", "dt", "m_rr", "m_tt", "m_rrr", "flux", "x", "y",
+                                            "dr_err", "m_rr_err", "m_tt_err", "m_rrr_err")}
     if good.any():
         sub, _ = subtract_background(images[good])
         m = image_moments(sub, px, cx[good], cy[good], radial_angle=psi[good])
@@ -74,13 +76,38 @@ def measure_star_images(images, theta, psi, pixel, focal_length, corner_x, corne
         cols["dt"][good] = -s * ex + c * ey
         for k in ("m_rr", "m_tt", "m_rrr", "flux", "x", "y"):
             cols[k][good] = m[k]
+        for k, v in _moment_errors(images[good], m, px, cx[good], cy[good], c, s).items():
+            cols[k][good] = v
     for k, unit in (("x", u.mm), ("y", u.mm), ("dr", u.mm), ("dt", u.mm), ("m_rr", u.mm**2),
                     ("m_tt", u.mm**2), ("m_rrr", u.mm**3)):
         table[k] = cols[k] * unit
     table["flux"] = cols["flux"]
+    for k, unit in (("dr_err", u.mm), ("m_rr_err", u.mm**2), ("m_tt_err", u.mm**2), ("m_rrr_err", u.mm**3)):
+        table[k] = cols[k] * unit
     table["flag"] = flags
     table.meta["focal_length_mm"] = f
     return table
+
+
+def _moment_errors(raw, m, pixel, corner_x, corner_y, c, s) -> dict[str, np.ndarray]:
+    """Per-image errors of the centroid and moments by the delta method over pixels: each pixel's
+    Poisson variance (its raw count: star + background) times the squared influence of that pixel
+    on the moment, e.g. d m_rrr / d I = (r^3 - 3 m_rr r - m_rrr) / F with r the radial offset from
+    the centroid.  Background photons far from the star dominate the higher moments' errors."""
+    n, ny, nx = raw.shape
+    xs = (np.arange(nx) + 0.5) * pixel + corner_x[:, None] - m["x"][:, None]     # (n, nx)
+    ys = (np.arange(ny) + 0.5) * pixel + corner_y[:, None] - m["y"][:, None]     # (n, ny)
+    r = c[:, None, None] * xs[:, None, :] + s[:, None, None] * ys[:, :, None]
+    t = -s[:, None, None] * xs[:, None, :] + c[:, None, None] * ys[:, :, None]
+    var = np.maximum(raw, 0.0)
+    f2 = m["flux"] ** 2
+    rr, rrr = m["m_rr"][:, None, None], m["m_rrr"][:, None, None]
+
+    def err(influence):
+        return np.sqrt(np.einsum("nij,nij->n", var, influence**2) / f2)
+
+    return {"dr_err": err(r), "m_rr_err": err(r**2 - rr), "m_tt_err": err(t**2 - m["m_tt"][:, None, None]),
+            "m_rrr_err": err(r**3 - 3 * rr * r - rrr)}
 
 
 def _weighted(design, data, sigma, names, what):
@@ -112,26 +139,24 @@ def fit_coma(measurements: Table) -> Table:
     dr, m_rrr = np.asarray(m["dr"].value), np.asarray(m["m_rrr"].value)
     what = f"coma from {n} star images"
     ones = np.ones_like(theta)
-    # weights from the model prediction (weighting by the measured moments themselves would bias
-    # the fit low): a first unweighted pass, then photon-statistics weights from the prediction
+    # weights: per-image moment errors from the pixel counts (photon + background Poisson noise, delta
+    # method, ``measure_star_images``); covariances scaled by the residual chi^2 / dof
     broad = np.column_stack([ones, theta**2])
-    p_r, _, _ = _weighted(broad, m_rr, ones, ["s_r", "beta_r"], what)
-    p_t, _, _ = _weighted(broad, m_tt, ones, ["s_t", "beta_t"], what)
-    rr_model = np.maximum(broad @ p_r, 1e-6)
-    tt_model = np.maximum(broad @ p_t, 1e-6)
-    p_r, cov_r, chi_r = _weighted(broad, m_rr, rr_model / np.sqrt(flux), ["s_r", "beta_r"], what)
-    p_t, cov_t, chi_t = _weighted(broad, m_tt, tt_model / np.sqrt(flux), ["s_t", "beta_t"], what)
-    rr_model = np.maximum(broad @ p_r, 1e-6)
-    p_c, cov_c, chi_c = _weighted(np.column_stack([theta, theta**3]), dr, np.sqrt(rr_model / flux),
-                                  ["kappa1", "kappa3"], what)
-    p_g, cov_g, chi_g = _weighted(theta[:, None] ** 3, m_rrr, rr_model**1.5 / np.sqrt(flux), ["gamma"], what)
+    err = {k: np.asarray(u.Quantity(m[k + "_err"]).value, float) for k in ("dr", "m_rr", "m_tt", "m_rrr")}
+    p_r, cov_r, chi_r = _weighted(broad, m_rr, err["m_rr"], ["s_r", "beta_r"], what)
+    p_t, cov_t, chi_t = _weighted(broad, m_tt, err["m_tt"], ["s_t", "beta_t"], what)
+    p_c, cov_c, chi_c = _weighted(np.column_stack([theta, theta**3]), dr, err["dr"], ["kappa1", "kappa3"], what)
+    # comet-tail skewness: third order gives theta^3; an exact paraboloid at f/D ~ 1.2 adds a clear
+    # theta^5 part (~15 % at 1.5 deg by ray tracing), which a theta^3-only fit would absorb as misfit
+    p_g, cov_g, chi_g = _weighted(np.column_stack([theta**3, theta**5]), m_rrr, err["m_rrr"],
+                                  ["gamma", "gamma5"], what)
     ratio = p_r[1] / p_t[1]
     ratio_err = abs(ratio) * np.sqrt(cov_r[1, 1] / p_r[1] ** 2 + cov_t[1, 1] / p_t[1] ** 2)
     table = Table()
     entries = [("kappa1", p_c[0], cov_c[0, 0], u.mm / u.deg), ("kappa3", p_c[1], cov_c[1, 1], u.mm / u.deg**3),
                ("s_r", p_r[0], cov_r[0, 0], u.mm**2), ("beta_r", p_r[1], cov_r[1, 1], u.mm**2 / u.deg**2),
                ("s_t", p_t[0], cov_t[0, 0], u.mm**2), ("beta_t", p_t[1], cov_t[1, 1], u.mm**2 / u.deg**2),
-               ("gamma", p_g[0], cov_g[0, 0], u.mm**3 / u.deg**3)]
+               ("gamma", p_g[0], cov_g[0, 0], u.mm**3 / u.deg**3), ("gamma5", p_g[1], cov_g[1, 1], u.mm**3 / u.deg**5)]
     for name, value, var, unit in entries:
         table[name] = [value] * unit
         table[name + "_err"] = [np.sqrt(var)] * unit
@@ -191,36 +216,92 @@ def _run(input: Path, output: Path, config: dict) -> Table:
     return result
 
 
+def expected_coma(truth: dict, theta, flux, pixel: float, errors: dict | None = None) -> dict[str, float]:
+    """The coefficients ``fit_coma`` takes when fitted, with its own weights, to the TRUE image moments
+    (ray-traced, in the sample's truth) at the observed off-axis angles: what its functional forms
+    can represent of the simulated optics.  ``theta`` (deg), ``flux`` per image, ``pixel`` (mm: adds
+    pixel^2 / 12 to both variances)."""
+    grid = np.asarray(truth["moments_theta_grid_deg"], float)
+    theta = np.asarray(theta, float)
+    g = grid[1:]
+
+    def curve(key: str, power: int, offset: float = 0.0) -> np.ndarray:
+        values = np.asarray(truth[f"{key}_on_grid"], float)
+        base = values[0] if offset else 0.0
+        ratio = np.interp(theta, g, (values[1:] - base) / g**power)   # smooth: interpolate value / theta^power
+        return base + offset + ratio * theta**power
+
+    pix = pixel**2 / 12.0
+    shift, skew = curve("shift", 1), curve("skew_r", 3)
+    var_r, var_t = curve("var_r", 2, pix), curve("var_t", 2, pix)
+
+    def wls(columns, data, weight2):
+        a = np.column_stack(columns) * np.sqrt(weight2)[:, None]
+        return np.linalg.lstsq(a, data * np.sqrt(weight2), rcond=None)[0]
+
+    ones = np.ones_like(theta)
+    # the fit's weights: the measured per-image errors (``errors``: dr, m_rr, m_tt, m_rrr), else photon-only
+    w = ({k: 1.0 / np.asarray(v, float) ** 2 for k, v in errors.items()} if errors else
+         {"dr": flux / var_r, "m_rr": flux / var_r**2, "m_tt": flux / var_t**2, "m_rrr": flux / var_r**3})
+    k1, k3 = wls([theta, theta**3], shift, w["dr"])
+    _, beta_r = wls([ones, theta**2], var_r, w["m_rr"])
+    _, beta_t = wls([ones, theta**2], var_t, w["m_tt"])
+    gamma, gamma5 = wls([theta**3, theta**5], skew, w["m_rrr"])
+    return {"kappa1": float(k1), "kappa3": float(k3), "beta_r": float(beta_r), "beta_t": float(beta_t),
+            "gamma": float(gamma), "gamma5": float(gamma5)}
+
+
 def _check(result: Table, input: Path) -> Evidence:
+    """Fitted coma coefficients against the ray-traced truth (projected on the fit's functional forms),
+    and coma-corrected centroids against the chief rays; each as a pull, |pull| < 4."""
     data = read_table(input)
     truth = truth_of(data)
+    if "moments_theta_grid_deg" not in truth:
+        raise CalibrationError("the sample file carries no ray-traced image moments (truth "
+                               "'moments_theta_grid_deg'); re-create it with this version's sample()")
     row = result[0]
-    k1 = truth["coma_mm_per_deg"]
-    expect = {"kappa1": k1, "kappa3": 0.0, "beta_r": k1**2 / 2, "beta_t": k1**2 / 6, "gamma": k1**3 / 4}
-    pulls = {k: float((row[k] - v) / row[k + "_err"]) for k, v in expect.items()}
-    # coma correction: corrected centroids must sit on the chief rays (no residual radial trend)
     meas = _measure(data, {})
     ok = np.asarray(meas["flag"]) == 0
-    xc, yc = correct_coma(meas["x"][ok], meas["y"][ok], result, data.meta["focal_length_mm"] * u.mm)
+    theta = np.asarray(u.Quantity(data["theta"], u.deg).value)[ok]
+    errors = {k: np.asarray(u.Quantity(meas[k + "_err"]).value, float)[ok] for k in ("dr", "m_rr", "m_tt", "m_rrr")}
+    expect = expected_coma(truth, theta, np.asarray(meas["flux"])[ok], float(data.meta["pixel_mm"]), errors)
+    pulls = {k: float((float(row[k].value if hasattr(row[k], "value") else row[k]) - v) / float(
+        row[k + "_err"].value if hasattr(row[k + "_err"], "value") else row[k + "_err"])) for k, v in expect.items()}
+    # coma correction at 1 deg off axis: the TRUE image centroid, corrected with the fitted coma,
+    # must land on the chief ray within the error propagated from the kappa covariance
     f = data.meta["focal_length_mm"]
-    r_chief = f * np.tan(np.radians(np.asarray(data["theta"][ok])))
-    resid = np.hypot(xc.value, yc.value) - r_chief
-    theta = np.asarray(data["theta"][ok])
+    t1 = 1.0
+    shift1 = float(np.interp(t1, truth["moments_theta_grid_deg"], truth["shift_on_grid"]))
+    r1 = f * np.tan(np.radians(t1))
+    xc1, _ = correct_coma([r1 + shift1], [0.0], result, f * u.mm)
+    cov_k = np.array(json.loads(result.meta["kappa_covariance_mm2_per_deg"]))
+    jac = np.array([t1, t1**3])
+    pulls["correction_at_1deg"] = float((xc1.value[0] - r1) / np.sqrt(jac @ cov_k @ jac))
+    # and the sample's corrected centroids: mean radial residual (a metric: the fit forces it near 0)
+    xc, yc = correct_coma(meas["x"][ok], meas["y"][ok], result, f * u.mm)
+    resid = np.hypot(xc.value, yc.value) - f * np.tan(np.radians(theta))
     off = theta > 0.3
     mean_resid = float(resid[off].mean())
     mean_err = float(resid[off].std(ddof=1) / np.sqrt(off.sum()))
     uncorrected = float(np.asarray(meas["dr"][ok])[off].mean())
-    passed = all(abs(p) < 3.5 for p in pulls.values()) and abs(mean_resid) < 3.5 * mean_err
+    pull_limit = 4.0
+    false_fail = len(pulls) * 2 * norm_sf(pull_limit)
+    passed = all(abs(p) < pull_limit for p in pulls.values())
+    k1 = expect["kappa1"]
     metrics = {f"pull_{k}": v for k, v in pulls.items()}
-    metrics.update({"kappa1_mm_per_deg": float(row["kappa1"]), "kappa1_true": k1,
+    metrics.update({"kappa1_mm_per_deg": float(row["kappa1"]), "kappa1_expected": k1,
+                    "kappa1_third_order_formula": truth["coma_mm_per_deg"],
                     "broadening_ratio": float(row["broadening_ratio"]),
                     "mean_radial_shift_before_mm": uncorrected,
                     "mean_radial_residual_after_mm": mean_resid, "its_standard_error_mm": mean_err})
-    criteria = {f"pull_{k}": "within 3.5 sigma of the simulated coma" for k in pulls}
-    criteria["mean_radial_residual_after_mm"] = "corrected centroids on the chief rays within 3.5 standard errors"
-    return Evidence(passed=bool(passed), metrics=metrics, criteria=criteria,
-                    summary=f"kappa1 {row['kappa1']:.2f} ± {row['kappa1_err']:.2f} mm/deg (truth {k1:.2f}); "
-                            f"radial shift {uncorrected:.2f} mm -> {mean_resid:.3f} ± {mean_err:.3f} mm after correction")
+    criteria = {f"pull_{k}": f"within {pull_limit:g} sigma of the ray-traced coma (as the fit's form represents it)"
+                for k in expect}
+    criteria["pull_correction_at_1deg"] = (f"true centroid at 1 deg, coma-corrected, on the chief ray within {pull_limit:g} "
+                                           "sigma (kappa covariance)")
+    return Evidence(passed=bool(passed), metrics=metrics, criteria=criteria, pulls=pulls, false_fail_rate=false_fail,
+                    summary=f"kappa1 {row['kappa1']:.2f} ± {row['kappa1_err']:.2f} mm/deg (ray-traced {k1:.2f}, "
+                            f"third-order formula {truth['coma_mm_per_deg']:.2f}); radial shift {uncorrected:.2f} mm "
+                            f"-> {mean_resid:.3f} ± {mean_err:.3f} mm after correction; false-fail rate {false_fail:.1e}")
 
 
 CONTRACT = CalibrationModule(
@@ -251,4 +332,9 @@ CONTRACT = CalibrationModule(
     check=_check,
     tests=("calib/pointing/tests/test_coma.py",),
     version=VERSION,
+    config={
+        "pixel_mm": "CCD pixel size on the focal plane, mm (default: the input file's)",
+        "focal_length_mm": "focal length, mm (default: the input file's)",
+        "saturation": "CCD saturation level, counts (default: the input file's)",
+    },
 )

@@ -31,12 +31,12 @@ from astropy.table import Table
 from scipy.optimize import least_squares
 
 from calib.contract import CalibrationError, CalibrationModule, Evidence, Port, provenance, write_table
-from calib.pointing._io import linear_least_squares, read_table, truth_of
+from calib.pointing._io import linear_least_squares, norm_sf, read_table, truth_of
 from calib.pointing.star_images import FLAG_NAMES, image_moments, screen_images, subtract_background
 
 __all__ = ["containment_radius", "fit_r80_curve", "fit_gaussian_2d", "measure_psf", "CONTRACT"]
 
-VERSION = "0.1.0"
+VERSION = "0.2.0"
 R80_PER_SIGMA = float(np.sqrt(2 * np.log(5.0)))
 
 
@@ -278,20 +278,30 @@ def _check(result: Table, input: Path) -> Evidence:
     on_true = truth["r80_mm_on_grid"][0]
     on_dev = (result.meta["r80_on_axis_mm"] - on_true) / on_true
     on_err = result.meta["r80_on_axis_err_mm"] / on_true
-    allowance = 0.01  # pixelisation / background-estimate systematic allowance
-    passed = abs(mean_dev) < 3 * err + allowance and abs(on_dev) < 3 * on_err + allowance
+    # the truth is a Monte Carlo (200k ray-traced photons per angle): its error adds in quadrature,
+    # fully correlated over the images (the same truth curve for all)
+    mc = np.asarray(truth.get("r80_mm_on_grid_mc_error", np.zeros(len(truth["r80_mm_on_grid"]))), float)
+    mc_rel = mc / np.asarray(truth["r80_mm_on_grid"], float)
+    err = float(np.hypot(err, np.mean(np.interp(theta, truth["r80_theta_grid_deg"], mc_rel))))
+    on_err = float(np.hypot(on_err, mc_rel[0]))
+    pulls = {"r80_mean_over_images": mean_dev / err, "r80_on_axis": float(on_dev / on_err)}
+    pull_limit = 4.0
+    false_fail = len(pulls) * 2 * norm_sf(pull_limit)
+    passed = all(abs(p) < pull_limit for p in pulls.values())
     metrics = {"mean_r80_relative_deviation": mean_dev, "its_standard_error": err,
                "r80_on_axis_mm": result.meta["r80_on_axis_mm"], "r80_on_axis_true_mm": on_true,
-               "r80_on_axis_relative_deviation": float(on_dev), "n_images": int(good.sum())}
+               "r80_on_axis_relative_deviation": float(on_dev), "n_images": int(good.sum()),
+               **{f"pull_{k}": v for k, v in pulls.items()}}
     if "gauss_sigma_on_axis_mm" in result.meta:
         metrics["gauss_sigma_on_axis_mm"] = result.meta["gauss_sigma_on_axis_mm"]
         metrics["blur_sigma_true_mm"] = truth["blur_mm"]
     return Evidence(
-        passed=bool(passed), metrics=metrics,
-        criteria={"mean_r80_relative_deviation": "|mean(r80/r80_true) - 1| < 3 standard errors + 1 %",
-                  "r80_on_axis_relative_deviation": "|r80(0)/truth - 1| < 3 sigma + 1 %"},
+        passed=bool(passed), metrics=metrics, pulls=pulls, false_fail_rate=false_fail,
+        criteria={"pull_r80_mean_over_images": f"|mean(r80/r80_true) - 1| < {pull_limit:g} standard errors",
+                  "pull_r80_on_axis": f"|r80(0)/truth - 1| < {pull_limit:g} sigma (fit error)"},
         summary=f"r80 on axis {result.meta['r80_on_axis_mm']:.2f} ± {result.meta['r80_on_axis_err_mm']:.2f} mm "
-                f"(truth {on_true:.2f}); per-image r80 / truth - 1 = {100 * mean_dev:+.2f} ± {100 * err:.2f} %")
+                f"(truth {on_true:.2f}); per-image r80 / truth - 1 = {100 * mean_dev:+.2f} ± {100 * err:.2f} %; "
+                f"false-fail rate {false_fail:.1e}")
 
 
 CONTRACT = CalibrationModule(
@@ -322,4 +332,8 @@ CONTRACT = CalibrationModule(
     check=_check,
     tests=("calib/pointing/tests/test_psf.py",),
     version=VERSION,
+    config={
+        "pixel_mm": "CCD pixel size on the focal plane, mm (default: the input file's)",
+        "saturation": "CCD saturation level, counts (default: the input file's)",
+    },
 )

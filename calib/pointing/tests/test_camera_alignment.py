@@ -89,3 +89,14 @@ def test_contract_sample_run_check(tmp_path):
     assert result["offset_x"].unit == u.mm and "module" in result.meta
     evidence = ca.CONTRACT.check(result, path)
     assert evidence.passed, evidence.metrics
+
+
+def test_check_reports_pulls_and_false_fail_rate(tmp_path):
+    path = ca.CONTRACT.sample(tmp_path, 5)
+    result = ca.CONTRACT.run(path, tmp_path / "out.ecsv", {})
+    ev = ca.CONTRACT.check(result, path)
+    assert ev.passed, ev.metrics
+    assert set(ev.pulls) == {"offset_x", "offset_y", "rotation"}
+    assert ev.false_fail_rate == pytest.approx(3 * 6.334e-5 + 2e-4, rel=1e-3)
+    result["offset_x"][0] += 5 * result["offset_x_err"][0]
+    assert not ca.CONTRACT.check(result, path).passed

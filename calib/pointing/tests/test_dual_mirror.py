@@ -77,3 +77,14 @@ def test_zero_or_nan_centroid_errors_are_refused(sample):
     for bad in (0.0, np.nan, -0.1):
         with pytest.raises(CalibrationError, match="uncertainties must be finite and positive"):
             dm.fit_plate_scale(sample["theta_x"], sample["theta_y"], sample["x"], sample["y"], bad * u.mm)
+
+
+def test_check_reports_pulls_and_false_fail_rate(tmp_path):
+    path = dm.CONTRACT.sample(tmp_path, 5)
+    result = dm.CONTRACT.run(path, tmp_path / "out.ecsv", {})
+    ev = dm.CONTRACT.check(result, path)
+    assert ev.passed, ev.metrics
+    assert set(ev.pulls) == {"plate_scale", "k2", "k4", "roll", "residual_rss"}
+    assert ev.false_fail_rate == pytest.approx(4 * 6.334e-5 + 1e-4, rel=1e-3)
+    result["k2"][0] += 5 * result["k2_err"][0]
+    assert not dm.CONTRACT.check(result, path).passed
