@@ -22,6 +22,7 @@ import typer
 from . import __version__
 from . import evidence as evidence_store
 from . import publish, query, snapshot
+from .diagnostics import printable
 from .model import ICD_NAMES, json_schema
 from .registry import Loaded, load
 
@@ -68,7 +69,8 @@ RedmineOpt = Annotated[Optional[str], typer.Option(
     "--redmine-url", help="Base URL of Redmine for task links (default: redmine.url in the registry, "
     "else https://forge.cta-observatory.org).", show_default=False)]
 TodayOpt = Annotated[Optional[dt.datetime], typer.Option(
-    "--today", formats=["%Y-%m-%d"], help="Date the report considers 'today' (for overdue tasks); default: today.",
+    "--today", formats=["%Y-%m-%d"], help="Date taken as today, YYYY-MM-DD (which tasks are overdue, and by how many days); "
+    "default: today. Gives output that does not change from one day to the next.",
     show_default=False)]
 
 
@@ -92,7 +94,7 @@ def main(
 
 # -- helpers -------------------------------------------------------------------------------
 def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
-    typer.echo(f"error: {message}", err=True)
+    typer.echo(printable(f"error: {message}"), err=True)
     raise typer.Exit(code)
 
 
@@ -109,7 +111,7 @@ def load_valid(ctx: typer.Context, local: Optional[Path], *, check_modules: bool
     loaded = load(path, check_modules=check_modules)
     if loaded.diagnostics:
         for diag in loaded.diagnostics:
-            typer.echo(str(diag), err=True)
+            typer.echo(printable(diag), err=True)
         n = len(loaded.diagnostics)
         fail(f"{path} has {n} problem{'s' if n != 1 else ''}; fix {'them' if n != 1 else 'it'} "
              f"(see `icd validate`) and try again", EXIT_INVALID)
@@ -172,12 +174,12 @@ def validate(
                                "errors": [d.to_dict() for d in loaded.diagnostics]}, indent=2))
     else:
         for diag in loaded.diagnostics:
-            typer.echo(str(diag))
+            typer.echo(printable(diag))
         if loaded.ok:
-            typer.echo(f"OK: {n_if} interfaces in {n_icd} ICDs ({path})")
+            typer.echo(printable(f"OK: {n_if} interfaces in {n_icd} ICDs ({path})"))
         else:
             n = len(loaded.diagnostics)
-            typer.echo(f"{n} problem{'s' if n != 1 else ''} in {path}", err=True)
+            typer.echo(printable(f"{n} problem{'s' if n != 1 else ''} in {path}"), err=True)
     raise typer.Exit(EXIT_OK if loaded.ok else EXIT_INVALID)
 
 
@@ -219,6 +221,7 @@ def list_(
     if _is_terminal():
         from rich.console import Console
         from rich.table import Table
+        from rich.text import Text
 
         console = Console()
         # every column may wrap (a column that may not would squeeze the title out of a narrow
@@ -230,12 +233,13 @@ def list_(
             table.add_column("status" if h == "stage_status" else h, overflow="fold", ratio=ratio, min_width=min_width)
         for r in rows:
             code = r["code"] + (" (provisional)" if r["provisional"] else "")
-            table.add_row(*(code if h == "code" else str(r[h]) for h in shown))
+            # registry text is plain text, never rich markup: a title with '[/]' or '[bold]' is shown as written
+            table.add_row(*(Text(printable(code if h == "code" else r[h], one_line=True)) for h in shown))
         console.print(table)
     else:
         typer.echo("\t".join(headers))
         for r in rows:
-            typer.echo("\t".join(str(r[h]).replace("\t", " ") for h in headers))
+            typer.echo("\t".join(printable(r[h], one_line=True) for h in headers))
 
 
 @app.command(epilog=EPILOG)
@@ -243,6 +247,7 @@ def show(
     ctx: typer.Context,
     code: Annotated[str, typer.Argument(help="Interface code, e.g. I-DATA-COM-3201 (case-insensitive).")],
     as_json: Annotated[bool, typer.Option("--json", help="JSON instead of text.")] = False,
+    today: TodayOpt = None,
     registry: RegistryOpt = None,
     evidence: EvidenceOpt = evidence_store.DEFAULT_PATH,
     redmine_url: RedmineOpt = None,
@@ -254,6 +259,8 @@ def show(
       icd show I-DATA-COM-3201
 
       icd show i-data-xst-0106 --json
+
+      icd show I-DATA-COM-3201 --today 2026-12-01
     """
     loaded = load_valid(ctx, registry)
     index = loaded.index
@@ -267,7 +274,7 @@ def show(
     from .publish.views import build_context, interface_view
 
     context = build_context(loaded.registry, evidence=load_evidence(evidence), redmine_url=redmine_url,
-                            read_modules=bool(iface.module))
+                            read_modules=bool(iface.module), today=to_date(today))
     view = interface_view(iface, context)
     if as_json:
         payload = iface.model_dump(mode="json")
@@ -276,7 +283,7 @@ def show(
                        evidence=view["evidence"], method=view["method"] or None)
         typer.echo(json.dumps(payload, indent=2))
         return
-    typer.echo(_show_text(view))
+    typer.echo(printable(_show_text(view)))
 
 
 def _show_text(v: dict[str, Any]) -> str:
@@ -331,6 +338,7 @@ def doc(
     all_: Annotated[bool, typer.Option("--all", help="Publish every ICD of the registry.")] = False,
     format: Annotated[Format, typer.Option("--format", "-f", help="md, html (one self-contained file) or both.")] = Format.both,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.", file_okay=False)] = Path("out"),
+    today: TodayOpt = None,
     registry: RegistryOpt = None,
     evidence: EvidenceOpt = evidence_store.DEFAULT_PATH,
     redmine_url: RedmineOpt = None,
@@ -362,9 +370,10 @@ def doc(
         except query.QueryError as exc:
             fail(str(exc))
     written = write_guard(publish.publish_docs, loaded.registry, names, publish.formats_of(format.value), out,
-                          evidence=load_evidence(evidence), redmine_url=redmine_url, source=str(loaded.path))
+                          evidence=load_evidence(evidence), redmine_url=redmine_url, source=str(loaded.path),
+                          today=to_date(today))
     for path in written:
-        typer.echo(f"wrote {path}")
+        typer.echo(printable(f"wrote {path}"))
 
 
 @app.command(epilog=EPILOG)
@@ -407,7 +416,7 @@ def report(
                           evidence=load_evidence(evidence), since=changes, redmine_url=redmine_url,
                           today=to_date(today), source=str(loaded.path))
     for path in written:
-        typer.echo(f"wrote {path}")
+        typer.echo(printable(f"wrote {path}"))
 
 
 @app.command("snapshot", epilog=EPILOG)

@@ -90,7 +90,7 @@ def load(path: str | Path, *, check_modules: bool = True, text: str | None = Non
         return Loaded(path, Registry(), Positions(shown, {(): (1, 1)}, {}), list(exc.diagnostics))
     checker = _Checker(shown, positions, diags)
     registry = checker.build(data)
-    if check_modules and registry.interfaces is not None:
+    if check_modules and checker.is_mapping:  # a file that is no registry at all has one error, that one
         checker.check_modules(registry, path.parent, module_loader)
     return Loaded(path, registry, positions, sorted(set(checker.diags), key=lambda d: (d.line, d.column, d.message)))
 
@@ -102,6 +102,13 @@ class _Checker:
         self.diags = list(diags)
         self._locs_of_interfaces: list[int] = []
         self.person_keys: Optional[set] = None  # the keys under 'people:', valid records or not
+        # what the file holds, also records with errors; empty until build() has read a mapping
+        self.raw_code_list: list[tuple[int, Any]] = []
+        self.raw_codes: set = set()
+        self.raw_task_ids: set = set()
+        self.raw_icd_names: set = set()
+        self.people: dict = {}
+        self.is_mapping = False  # False: the file is not a registry at all (empty, a list, a value)
 
     # -- reporting -------------------------------------------------------------------
     def error(self, loc: tuple, message: str, kind: str = "error", key: bool = False) -> None:
@@ -123,11 +130,15 @@ class _Checker:
     # -- records ---------------------------------------------------------------------
     def build(self, data: Any) -> Registry:
         if data is None:
-            self.error((), "the registry is empty: expected the sections people, icds and interfaces")
+            self.error((), "the registry is empty (no YAML data, only blank lines or comments): "
+                       "expected the sections people, icds and interfaces", "yaml-structure")
             return Registry()
         if not isinstance(data, dict):
-            self.error((), "the registry must be a mapping with the sections people, icds and interfaces")
+            kind = "a list" if isinstance(data, list) else f"the single value {str(data)[:40]!r}"
+            self.error((), f"the registry must be a mapping with the sections people, icds and interfaces "
+                       f"(key: value lines), not {kind}", "yaml-structure")
             return Registry()
+        self.is_mapping = True
         for key in data:
             if key not in TOP_LEVEL:
                 self.error((key,), f"unknown section '{key}'{_did_you_mean(key, TOP_LEVEL)}; "
@@ -169,8 +180,13 @@ class _Checker:
                 self.pydantic_errors(("interfaces", i), exc, f"interface {code}" if code else f"interface #{i + 1}",
                                      Interface, raw=item)
                 self._salvage_tasks(("interfaces", i), item)
+        redmine = data.get("redmine")
+        if redmine is not None and not isinstance(redmine, dict):
+            self.error(("redmine",), "'redmine' (written by `icd redmine`) must be a mapping (key: value), "
+                       f"not {type(redmine).__name__}; remove it to start the sync afresh")
+            redmine = None
         registry = Registry.model_construct(schema_version=1, people=people, icds=icds, interfaces=interfaces,
-                                            redmine=data.get("redmine"))
+                                            redmine=redmine)
         self.cross_check(registry)
         return registry
 
@@ -320,9 +336,9 @@ class _Checker:
         if module_loader is None and (root / "calib").is_dir():
             for module_name, contract in modmod.discover(root).items():
                 for code in contract.codes:
-                    if code not in codes:
-                        self.error((), f"calibration module {module_name} claims interface {code}, "
-                                   "which is not in the registry", "module")
+                    if code not in codes:  # placed at the 'interfaces:' key, where it would be added
+                        self.error(("interfaces",), f"calibration module {module_name} claims interface {code}, "
+                                   "which is not in the registry", "module", key=True)
                     claimed.setdefault(code, module_name)
 
 

@@ -302,3 +302,108 @@ def test_the_terminal_table_keeps_the_title_and_fits(reg, monkeypatch, width):
     header = next(line for line in lines if "code" in line)
     assert "title" in header and "evidence" in header and ("level" in header) == (width >= 110)
     assert "Optical PSF" in result.stdout
+
+
+# -- a file that is no registry; registry text that is not plain -----------------------------------
+@pytest.mark.parametrize("text, line, message", [
+    ("", 1, "the registry is empty (no YAML data, only blank lines or comments): expected the sections "
+            "people, icds and interfaces"),
+    ("# only a comment\n\n# and another\n", 1, "the registry is empty (no YAML data, only blank lines or "
+                                              "comments): expected the sections people, icds and interfaces"),
+    ("- people\n- icds\n", 1, "the registry must be a mapping with the sections people, icds and interfaces "
+                              "(key: value lines), not a list"),
+    ("# a comment first\n\n[1, 2]\n", 3, "the registry must be a mapping with the sections people, icds and "
+                                          "interfaces (key: value lines), not a list"),
+    ("just some text\n", 1, "the registry must be a mapping with the sections people, icds and interfaces "
+                            "(key: value lines), not the single value 'just some text'"),
+    ("42\n", 1, "the registry must be a mapping with the sections people, icds and interfaces "
+                "(key: value lines), not the single value '42'"),
+])
+def test_a_file_that_is_no_registry_is_one_located_error(reg, tmp_path, text, line, message):
+    """Empty, comments only, a list, a scalar: one file:line error and exit 1 (it was a traceback:
+    the module check ran on a registry that had never been read)."""
+    write(tmp_path, text, "odd.yaml")
+    result = icd("validate", "-r", "odd.yaml")  # with the module check, which crashed
+    assert result.exit_code == 1
+    assert result.stdout.splitlines() == [f"odd.yaml:{line}:1: {message}"]
+    assert result.stderr.strip() == "1 problem in odd.yaml"
+    for command in (["list"], ["show", "I-DATA-COM-0006"], ["doc", "--all"], ["report"]):
+        other = icd(*command, "-r", "odd.yaml")
+        assert other.exit_code == 1, command
+        assert other.stderr.splitlines()[0] == f"odd.yaml:{line}:1: {message}"
+
+
+def test_a_redmine_section_that_is_not_a_mapping_is_an_error(reg, tmp_path):
+    write(tmp_path, SAMPLE + "redmine: 5\n", "odd.yaml")
+    result = icd("validate", "--no-modules", "-r", "odd.yaml")
+    assert result.exit_code == 1
+    assert f"odd.yaml:{line_of(SAMPLE + 'redmine: 5', 'redmine: 5')}:10: 'redmine'" in result.stdout
+
+
+# a title with rich markup and terminal escapes (clear screen, window title, bell), a person with a
+# colour code, a task subject with a blink code, and a right-to-left override
+EVIL = (SAMPLE.replace('title: "CTC implementation"', 'title: "CTC [/] impl [bold]x\\e[2J\\e]0;pwned\\a end"')
+        .replace("name: C. Carol", 'name: "C. [red]Carol\\e[31m"')
+        .replace("subject: Integrate algorithms in DATA", 'subject: "Integrate [/b] \\e[5m in DATA \\u202Eevil"'))
+SHOWN_TITLE = "CTC [/] impl [bold]x\\x1b[2J\\x1b]0;pwned\\x07 end"
+
+
+def _no_control_characters(text: str) -> None:
+    bad = [c for c in text if (ord(c) < 32 and c not in "\t\n") or 0x7f <= ord(c) < 0xa0 or c == "\u202e"]
+    assert not bad, bad
+
+
+@pytest.mark.parametrize("width", [80, 150])
+def test_terminal_table_shows_markup_and_escapes_as_written(reg, tmp_path, monkeypatch, width):
+    """'[/]' in a title crashed rich ('closing tag has nothing to close'); '[bold]' was eaten;
+    ESC sequences reached the terminal."""
+    import icd.cli as cli
+
+    write(tmp_path, EVIL)
+    monkeypatch.setattr(cli, "_is_terminal", lambda: True)
+    monkeypatch.setenv("COLUMNS", str(width))
+    result = icd("list", "--icd", "COM")
+    assert result.exit_code == 0, result.output
+    _no_control_characters(result.output)
+    title_column = 3 if width >= 110 else 2  # below 110 columns the ICD, category and level are left out
+    titles = "".join(line.split("│")[title_column].strip() for line in result.stdout.splitlines()
+                     if line.count("│") > 3)  # the title cells, wrapped over several lines, joined
+    assert SHOWN_TITLE.replace(" ", "") in titles.replace(" ", "")
+
+
+def test_piped_list_show_and_validate_strip_control_characters(reg, tmp_path):
+    write(tmp_path, EVIL)
+    listed = icd("list")
+    assert listed.exit_code == 0
+    _no_control_characters(listed.stdout)
+    row = next(line for line in listed.stdout.splitlines() if line.startswith("I-DATA-COM-3201"))
+    assert row.split("\t")[2] == SHOWN_TITLE
+    shown = icd("show", "I-DATA-COM-3201")
+    _no_control_characters(shown.stdout)
+    assert shown.stdout.splitlines()[0] == f"I-DATA-COM-3201 — {SHOWN_TITLE}"
+    assert "C. [red]Carol\\x1b[31m (DATA, PIPE-Cal)" in shown.stdout
+    assert "Integrate [/b] \\x1b[5m in DATA \\u202eevil" in shown.stdout
+    write(tmp_path, EVIL.replace("{person: carol", '{person: "car\\e[2Jol"', 1), "bad.yaml")
+    checked = icd("validate", "--no-modules", "-r", "bad.yaml")
+    assert checked.exit_code == 1
+    _no_control_characters(checked.output)
+    assert "unknown person 'car\\x1b[2Jol'" in checked.stdout
+
+
+def test_documents_and_report_carry_no_control_characters(reg, tmp_path):
+    write(tmp_path, EVIL)
+    assert icd("doc", "--all").exit_code == 0
+    assert icd("report", "--today", "2026-12-01").exit_code == 0
+    for name in ("DATA-COM.md", "DATA-COM.html", "report.md", "report.html"):
+        text = (tmp_path / "out" / name).read_text(encoding="utf-8")
+        _no_control_characters(text)
+    assert SHOWN_TITLE in (tmp_path / "out" / "DATA-COM.md").read_text(encoding="utf-8")
+
+
+def test_show_and_doc_take_today(reg, tmp_path):
+    """Days overdue are counted from --today (the README tour relies on it)."""
+    shown = icd("show", "I-DATA-COM-3201", "--today", "2026-12-01")
+    assert "2015-06-01 → 2016-07-01 OVERDUE by 3805 days" in shown.stdout
+    earlier = icd("show", "I-DATA-COM-3201", "--today", "2016-07-11")
+    assert "OVERDUE by 10 days" in earlier.stdout
+    assert icd("doc", "DATA-COM", "--format", "md", "--today", "2026-12-01").exit_code == 0

@@ -500,3 +500,23 @@ def test_a_record_or_list_item_of_the_wrong_kind_is_named(tmp_path):
         text, "- just a string")
     assert only(diags, "interface I-DATA-xST-0106: item 1 of tasks must be a mapping (key: value), not 7").line == \
         line_of(text, "      - 7")
+
+
+@pytest.mark.parametrize("text", ["", "# nothing but a comment\n", "- a\n- b\n", "a scalar\n", "[1, 2]\n", "---\n...\n"])
+def test_no_registry_at_all_is_one_error_even_beside_calib(text):
+    """Beside the project's calib/ (module check in both directions) a file that is not a mapping
+    gives its one error: no crash, and no 'module claims interface ...' for every module."""
+    loaded = load(ROOT / "not-a-registry.yaml", text=text, check_modules=True)
+    assert len(loaded.diagnostics) == 1, [str(d) for d in loaded.diagnostics]
+    (diag,) = loaded.diagnostics
+    assert diag.kind == "yaml-structure" and diag.column == 1
+    assert diag.message.startswith(("the registry is empty", "the registry must be a mapping"))
+    assert loaded.registry.interfaces == [] and not loaded.ok
+
+
+def test_a_module_claiming_an_unknown_code_is_placed_at_interfaces(tmp_path):
+    text = (ROOT / "interfaces.yaml").read_text(encoding="utf-8").replace(
+        "code: I-DATA-COM-3011", "code: I-DATA-COM-3001")
+    loaded = load(ROOT / "copy.yaml", text=text, check_modules=True)
+    diag = only(loaded.diagnostics, "claims interface I-DATA-COM-3011")
+    assert diag.line == line_of(text, "interfaces:") and diag.column == 1

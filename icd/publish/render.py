@@ -2,20 +2,18 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from importlib import resources
 from pathlib import Path
 
 import jinja2
-from jinja2.compiler import CodeGenerator
 
-try:
-    from markupsafe._speedups import _escape_inner
-except ImportError:  # pragma: no cover - pure-Python markupsafe
-    from markupsafe._native import _escape_inner
-
+from ..diagnostics import printable
 from ..fileio import atomic_write_text
 from ..model import PIPELINE_LEVELS
 
-TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
+# the templates are package data of ``icd`` (icd/templates/*.j2): the same files in a checkout, an
+# editable install and a wheel, read through importlib.resources (a zip import works too)
+TEMPLATES = resources.files("icd") / "templates"
 _MD_CELL = str.maketrans({"|": "\\|", "\n": " ", "\r": " ", "<": "&lt;", ">": "&gt;"})
 
 
@@ -39,50 +37,28 @@ def md_fence(value) -> str:
     return "`" * max(3, longest + 1)
 
 
-def fast_escape(value) -> str:
-    """HTML-escape an output value to a plain ``str`` (markupsafe's ``escape`` wraps each
-    result in a new ``Markup`` object, which was half the time of rendering a document)."""
-    kind = type(value)
-    if kind is str:
-        return _escape_inner(value)
-    if kind is int or kind is float:
-        return str(value)
-    html = getattr(value, "__html__", None)
-    if html is not None:
-        return html()
-    return _escape_inner(str(value))
+class ResourceLoader(jinja2.BaseLoader):
+    """Jinja loader of the templates shipped in the ``icd`` package, through importlib.resources
+    (public APIs only: ``jinja2.BaseLoader.get_source`` and ``importlib.resources.files``)."""
 
+    def __init__(self, root=TEMPLATES):
+        self.root = root
 
-class _FastEscapeCodeGenerator(CodeGenerator):
-    """Same code as Jinja's, but autoescaped output goes through ``fast_escape`` and
-    ``a.b`` is a plain Python attribute access (the publishers pass only objects with
-    attributes: ``views.View`` dicts, dataclasses, Jinja's loop)."""
+    def get_source(self, environment, template):
+        resource = self.root.joinpath(*template.split("/"))
+        if not resource.is_file():
+            raise jinja2.TemplateNotFound(template)
+        return resource.read_text(encoding="utf-8"), str(resource), lambda: True
 
-    def visit_Getattr(self, node, frame) -> None:
-        if self.environment.is_async or not node.attr.isidentifier():  # pragma: no cover
-            return super().visit_Getattr(node, frame)
-        self.write("(")
-        self.visit(node.node, frame)
-        self.write(f").{node.attr}")
-
-    def _output_child_pre(self, node, frame, finalize) -> None:
-        if frame.eval_ctx.autoescape and not frame.eval_ctx.volatile:
-            self.write("environment.fast_escape(")
-            if finalize.src is not None:
-                self.write(finalize.src)
-            return
-        super()._output_child_pre(node, frame, finalize)
-
-
-class _Environment(jinja2.Environment):
-    code_generator_class = _FastEscapeCodeGenerator
-    fast_escape = staticmethod(fast_escape)
+    def list_templates(self):
+        return sorted(r.name for r in self.root.iterdir() if r.name.endswith(".j2"))
 
 
 @lru_cache(maxsize=4)
-def environment(directory: str = str(TEMPLATES)) -> jinja2.Environment:
-    env = _Environment(
-        loader=jinja2.FileSystemLoader(directory),
+def environment(directory: str | None = None) -> jinja2.Environment:
+    """The Jinja environment of the publishers: the packaged templates, or those of ``directory``."""
+    env = jinja2.Environment(
+        loader=ResourceLoader() if directory is None else jinja2.FileSystemLoader(directory),
         autoescape=jinja2.select_autoescape(enabled_extensions=("html", "html.j2", "svg.j2"),
                                             default_for_string=True, default=False),
         trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
@@ -102,4 +78,6 @@ def write_text(path: Path, text: str) -> Path:
 
 
 def render(template: str, **data) -> str:
-    return environment().get_template(template).render(**data)
+    """Render a packaged template; control characters of registry text (an ESC sequence in a title)
+    come out as visible escapes (``\\x1b``), never as bytes a terminal showing the file would obey."""
+    return printable(environment().get_template(template).render(**data))
