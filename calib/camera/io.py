@@ -39,6 +39,7 @@ import numpy as np
 import calib.camera  # noqa: F401  (enables the adc unit)
 from calib.camera.simulation import CameraTruth, SimRun
 from calib.contract import CalibrationError
+from calib.realdata import is_real_file  # no ctapipe import: name test only
 
 __all__ = ["write_run", "write_run_chunks", "read_run", "read_camera", "write_arrays", "read_arrays",
            "Readout", "MeasuredRun", "read_readout", "read_measured", "write_upstream", "read_upstream",
@@ -332,6 +333,9 @@ def _read_readout(grp: h5py.Group, path) -> Readout:
 
 def read_readout(path) -> Readout:
     """The readout description of a run file (no per-pixel truth is read)."""
+    if is_real_file(path):  # sim_telarray / zfits: through ctapipe (calib.realdata)
+        from calib.realdata.camera import real_readout
+        return real_readout(path)
     with _open(path) as fh:
         if "camera" not in fh:
             raise CalibrationError(f"{path} holds no readout description (group /camera missing)")
@@ -341,6 +345,9 @@ def read_readout(path) -> Readout:
 def read_measured(path, events: slice | None = None) -> MeasuredRun:
     """The measured data of a run file (optionally a slice of events): waveforms and/or
     charges with the readout description; the truth datasets are neither read nor required."""
+    if is_real_file(path):  # sim_telarray / zfits: R0 waveforms through ctapipe
+        from calib.realdata.camera import real_measured
+        return real_measured(path, events)
     sel = slice(None) if events is None else events
     try:
         with _open(path) as fh:
@@ -387,6 +394,9 @@ def write_upstream(path, products: dict, sources: dict) -> None:
 
 def read_upstream(path) -> dict[str, tuple[np.ndarray, str]]:
     """The ``/upstream`` products of a sample file: name -> (value, source sentence)."""
+    if is_real_file(path):  # a real file brings its own pedestal (and sim_telarray dc_to_pe)
+        from calib.realdata.camera import real_upstream
+        return real_upstream(path)
     try:
         with h5py.File(path, "r") as fh:
             if "upstream" not in fh:
