@@ -171,7 +171,12 @@ def write_waveform_sample(directory: Path, seed: int, name: str, *, kind: str = 
 def read_charge_data(path: Path) -> dict:
     """The measured part of a charge sample (no truth): readout, charges, saturation masks."""
     from calib.camera.io import read_measured
+    from calib.realdata import is_real_file
 
+    if is_real_file(path):  # sim_telarray / LST-1 R0: its flat-field and pedestal events
+        from calib.realdata.camera import real_charge_data
+
+        return real_charge_data(path)
     return _charges(*_read_pair(path, read_measured, "charge"))
 
 
