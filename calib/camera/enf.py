@@ -39,7 +39,13 @@ why the half-Gaussian is the default;
 :func:`model_representation_bias` computes this systematic for any tabulated SPE.  (2) With
 2·10⁴ events, λ = 1 and σ_ped ≈ 0.2 p.e., the fitted F² has an uncertainty ≈ 0.017 and a
 maximum-likelihood bias of about +0.4 of that (measured on 60 toy spectra; it falls as
-1/√N relative to the error).
+1/√N relative to the error).  On the contract sample (LST SPE, 2·10⁴ events, σ_ped = 0.165
+p.e.; 128 pixel fits, seeds 0-15) the per-pixel pull means are −0.11 ± 0.08 (F²) and
+−0.22 ± 0.08 (gain, −0.66 ± 0.18 %, λ +0.9 %): a 10⁶-event fit of the same spectrum gives
+gain +0.09 ± 0.25 % and F² −0.009 ± 0.003, i.e. the gain bias is the O(1/N) likelihood bias
+and, for F², the +ML bias hides a −0.009 model-representation systematic under the pedestal.
+A Cox-Snell second-order correction is numerically unstable here (w_low, tau_rel poorly
+determined: one toy in three moved F² by 20 σ) and is not applied.
 
 References: Caroff et al. 2019 (SPIE 11119); Takahashi et al. 2018, NIM A 894, 1 (LST PMT SPE);
 Bellamy et al. 1994, NIM A 339, 468 (PMT charge spectrum as compound Poisson ⊗ pedestal).
@@ -52,7 +58,7 @@ from pathlib import Path
 import numpy as np
 from astropy import units as u
 from astropy.table import Table
-from scipy import optimize, special
+from scipy import optimize, special, stats
 
 from calib._stats import numerical_hessian, pull_rms_bounds
 from calib.camera.io import read_arrays, write_arrays
@@ -512,8 +518,10 @@ def check(result: Table, input: Path) -> Evidence:
     mean_f2 = np.mean(f2[ok]) if ok.any() else np.nan
     mean_err = np.sqrt(np.sum(e2[ok] ** 2)) / ok.sum() if ok.any() else np.nan
     mean_pull = (mean_f2 - np.mean(d["true_enf_sq"][ok])) / mean_err if ok.any() else np.nan
+    gain_mean_err = np.sqrt(np.sum(eg[ok] ** 2)) / ok.sum() if ok.any() else np.nan
+    gain_mean_pull = (np.mean(g[ok] - d["true_gain"][ok]) / gain_mean_err if ok.any() else np.nan)
     n_ok = int(ok.sum())
-    lo, hi = pull_rms_bounds(max(n_ok, 1))
+    lo, hi = pull_rms_bounds(max(n_ok, 1), CHECK_RMS_TAIL)
     metrics = {
         "fraction_fit_ok": float(ok.mean()),
         # np.max, not nanmax: a NaN value or error of a "good" fit must fail the check
@@ -525,22 +533,44 @@ def check(result: Table, input: Path) -> Evidence:
         "camera_mean_enf_sq_err": float(mean_err),
         "true_enf_sq": float(np.mean(d["true_enf_sq"])),
         "pull_camera_mean_enf_sq": float(mean_pull),
+        "pull_camera_mean_gain": float(gain_mean_pull),
     }
+    k_pix, k_mean = CHECK_MAX_PULL, CHECK_MEAN_PULL
     criteria = {
         "fraction_fit_ok": "== 1 (every pixel of the sample has a good spectrum)",
-        "max_abs_pull_enf_sq": "< 3.5 (per-pixel |F²_fit − F²_true| / σ)",
-        "max_abs_pull_gain": "< 3.5",
-        "pull_camera_mean_enf_sq": "|.| < 3 (camera mean vs truth, error sqrt(Σσ²)/n)",
-        "rms_pull_enf_sq": f"within [{lo:.2f}, {hi:.2f}] (chi² of {n_ok} pulls, p = 1e-4 each "
-                           "side): errors neither under- nor over-estimated",
+        "max_abs_pull_enf_sq": f"< {k_pix:g} (per-pixel |F²_fit − F²_true| / σ; "
+                               f"P = {n_ok} × {2 * stats.norm.sf(k_pix):.1e})",
+        "max_abs_pull_gain": f"< {k_pix:g}",
+        "pull_camera_mean_enf_sq": f"|.| < {k_mean:g} (camera mean vs truth, error sqrt(Σσ²)/n; "
+                                   f"P = {2 * stats.norm.sf(k_mean):.1e})",
+        "pull_camera_mean_gain": f"|.| < {k_mean:g}",
+        "rms_pull_enf_sq": f"within [{lo:.2f}, {hi:.2f}] (chi² of {n_ok} pulls, p = "
+                           f"{CHECK_RMS_TAIL:g} each side): errors neither under- nor over-estimated",
         "rms_pull_gain": f"within [{lo:.2f}, {hi:.2f}]",
     }
-    passed = (metrics["fraction_fit_ok"] == 1 and metrics["max_abs_pull_enf_sq"] < 3.5
-              and metrics["max_abs_pull_gain"] < 3.5 and abs(mean_pull) < 3
+    passed = (metrics["fraction_fit_ok"] == 1 and metrics["max_abs_pull_enf_sq"] < k_pix
+              and metrics["max_abs_pull_gain"] < k_pix and abs(mean_pull) < k_mean
+              and abs(gain_mean_pull) < k_mean
               and lo < metrics["rms_pull_enf_sq"] < hi and lo < metrics["rms_pull_gain"] < hi)
     return Evidence(passed=bool(passed), metrics=metrics, criteria=criteria,
                     summary=f"F² = {mean_f2:.4f} ± {mean_err:.4f} (truth "
-                            f"{metrics['true_enf_sq']:.4f}) over {ok.sum()} pixels")
+                            f"{metrics['true_enf_sq']:.4f}) over {ok.sum()} pixels",
+                    pulls={"camera_mean_enf_sq": float(mean_pull),
+                           "camera_mean_gain": float(gain_mean_pull)},
+                    false_fail_rate=check_false_fail_rate(max(n_ok, 1)))
+
+
+#: per-pixel |pull| limit, camera-mean |pull| limit and one-sided tail of each pull-rms band
+CHECK_MAX_PULL, CHECK_MEAN_PULL, CHECK_RMS_TAIL = 5.0, 4.0, 1e-4
+
+
+def check_false_fail_rate(n_pixels: int) -> float:
+    """Designed probability that correct fits of ``n_pixels`` pixels fail :func:`check`: the sum
+    of the Gaussian tails of its criteria (2 quantities × [n_pixels two-sided |pull| > 5, one
+    two-sided camera-mean |pull| > 4, two rms-band tails of 1e-4]) — 5.4e-4 for 8 pixels."""
+    per_quantity = (n_pixels * 2 * stats.norm.sf(CHECK_MAX_PULL) + 2 * stats.norm.sf(CHECK_MEAN_PULL)
+                    + 2 * CHECK_RMS_TAIL)
+    return float(2 * per_quantity)
 
 
 CONTRACT = CalibrationModule(
@@ -567,4 +597,12 @@ CONTRACT = CalibrationModule(
         "Mirzoyan & Lorenz 1997 (excess noise factor)",
     ),
     tests=("calib/camera/tests/test_enf.py",),
+    version="0.2.0",
+    config={
+        "low": "low-charge component of the SPE model (default halfnormal)",
+        "bin_width": "histogram bin width of the charge spectrum, p.e. units",
+        "oversample": "model oversampling inside a histogram bin",
+        "min_events": "fewest events of a pixel's fit",
+        "max_lambda": "largest mean number of p.e. per event accepted",
+    },
 )

@@ -126,6 +126,20 @@ def test_contract_sample_run_check(tmp_path):
     nan = result.copy()
     nan["enf_sq"][0] = np.nan
     assert nan["fit_ok"][0] and not enf.CONTRACT.check(nan, path).passed
+    # the evidence states its headline pulls and its designed false-fail rate (sum of the tails)
+    assert set(evidence.pulls) == {"camera_mean_enf_sq", "camera_mean_gain"}
+    assert all(np.isfinite(v) and abs(v) < 4 for v in evidence.pulls.values())
+    assert evidence.false_fail_rate == pytest.approx(enf.check_false_fail_rate(len(result)))
+    assert 1e-4 < evidence.false_fail_rate <= 0.01
+    # a common gain offset of 4.5 camera-mean errors (about 1.6 sigma per pixel for 8 pixels)
+    # is caught by the camera-mean gain pull
+    shifted = result.copy()
+    err = np.sqrt(np.sum(np.asarray(result["gain_err"]) ** 2)) / len(result)
+    sign = 1.0 if evidence.pulls["camera_mean_gain"] >= 0 else -1.0
+    shifted["gain"][:] = np.asarray(result["gain"]) + sign * 4.5 * err
+    ev = enf.CONTRACT.check(shifted, path)
+    assert abs(ev.pulls["camera_mean_gain"] - evidence.pulls["camera_mean_gain"] - 4.5 * sign) < 1e-6
+    assert abs(ev.pulls["camera_mean_gain"]) > enf.CHECK_MEAN_PULL and not ev.passed
     back = Table.read(tmp_path / "enf.ecsv")
     assert back["gain"].unit == "adc" and "module" in back.meta
     # a check that can fail: a wrong truth is detected
