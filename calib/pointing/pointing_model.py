@@ -193,6 +193,10 @@ def _sample(directory: Path, seed: int) -> Path:
 
 def _run(input: Path, output: Path, config: dict) -> Table:
     data = read_table(input)
+    if "az_true" not in data.colnames or "el_true" not in data.colnames:
+        # a real pointing run: star identifier (hip: Hipparcos, hr: Yale BSC) + time + encoders
+        from calib.realdata.sky import with_catalogue_positions
+        data = with_catalogue_positions(data)
     terms = tuple(config.get("terms", TERMS))
     result = fit_pointing_model(data["az_true"], data["el_true"], data["az_encoder"], data["el_encoder"],
                                 terms=terms, max_condition=float(config.get("max_condition", MAX_CONDITION)))

@@ -75,47 +75,58 @@ FILES: dict[str, RealFile] = {f.name: f for f in (
              "Hipparcos catalogue to V = 8 (41,074 stars; ICRS, epoch J1991.25; VizieR I/239) "
              "as shipped in ctapipe's resources"),
     RealFile("contemporary_MDP.ecsv", "ctao-calibpipe==0.8.0",
-             "ctao_calibpipe-0.8.0/src/calibpipe/tests/data/atmosphere/molecular_atmosphere/contemporary_MDP.ecsv",
+             "ctao_calibpipe-0.8.0/src/calibpipe/tests/data/atmosphere/molecular_atmosphere/"
+             "contemporary_MDP.ecsv",
              "e4a0a94fc2c04156ac4f220ef4e86938a03690b5f3f9ba54ce0c88fb53517d14",
              "calibpipe's molecular number density profile (0-26 km) of its meteorological test data"),
     RealFile("reference_atmo_model_v0_ctao-north_intermediate.ecsv", "ctao-calibpipe==0.8.0",
-             "ctao_calibpipe-0.8.0/src/calibpipe/atmosphere/models/reference_atmospheres/reference_atmo_model_v0_ctao-north_intermediate.ecsv",
+             "ctao_calibpipe-0.8.0/src/calibpipe/atmosphere/models/reference_atmospheres/"
+             "reference_atmo_model_v0_ctao-north_intermediate.ecsv",
              "b7320c25ec521262b7a76c086835d0bdcc9b3513fbc13cfaa6947ce361268baa",
              "calibpipe's seasonal reference atmosphere ctao-north_intermediate (T, p, density vs altitude)"),
     RealFile("reference_rayleigh_extinction_profile_v0_ctao-north_intermediate.ecsv", "ctao-calibpipe==0.8.0",
-             "ctao_calibpipe-0.8.0/src/calibpipe/atmosphere/models/reference_rayleigh_scattering_profiles/reference_rayleigh_extinction_profile_v0_ctao-north_intermediate.ecsv",
+             "ctao_calibpipe-0.8.0/src/calibpipe/atmosphere/models/reference_rayleigh_scattering_profiles/"
+             "reference_rayleigh_extinction_profile_v0_ctao-north_intermediate.ecsv",
              "924c63fb7f7f873315621d8b0fe4c98688c0f39115a31e1152dfdc4f5d53ed1d",
              "calibpipe's Rayleigh optical depth from the site vs altitude and wavelength, ctao-north_intermediate"),
     RealFile("reference_atmo_model_v0_ctao-north_summer.ecsv", "ctao-calibpipe==0.8.0",
-             "ctao_calibpipe-0.8.0/src/calibpipe/atmosphere/models/reference_atmospheres/reference_atmo_model_v0_ctao-north_summer.ecsv",
+             "ctao_calibpipe-0.8.0/src/calibpipe/atmosphere/models/reference_atmospheres/"
+             "reference_atmo_model_v0_ctao-north_summer.ecsv",
              "2d4e5e2b61fd12c991311cd2fce76ca406645b1f6ba29b9990f5138729aff71a",
              "calibpipe's seasonal reference atmosphere ctao-north_summer (T, p, density vs altitude)"),
     RealFile("reference_rayleigh_extinction_profile_v0_ctao-north_summer.ecsv", "ctao-calibpipe==0.8.0",
-             "ctao_calibpipe-0.8.0/src/calibpipe/atmosphere/models/reference_rayleigh_scattering_profiles/reference_rayleigh_extinction_profile_v0_ctao-north_summer.ecsv",
+             "ctao_calibpipe-0.8.0/src/calibpipe/atmosphere/models/reference_rayleigh_scattering_profiles/"
+             "reference_rayleigh_extinction_profile_v0_ctao-north_summer.ecsv",
              "513342e4c5d831b77510a22f15dfac0a7b0db9a7e164a710544f1b7c17abe08b",
              "calibpipe's Rayleigh optical depth from the site vs altitude and wavelength, ctao-north_summer"),
     RealFile("reference_atmo_model_v0_ctao-north_winter.ecsv", "ctao-calibpipe==0.8.0",
-             "ctao_calibpipe-0.8.0/src/calibpipe/atmosphere/models/reference_atmospheres/reference_atmo_model_v0_ctao-north_winter.ecsv",
+             "ctao_calibpipe-0.8.0/src/calibpipe/atmosphere/models/reference_atmospheres/"
+             "reference_atmo_model_v0_ctao-north_winter.ecsv",
              "58bdd0442b1be2cd0395296b3d4d88f15866c99bda5eca54fa3f252a93cad0a5",
              "calibpipe's seasonal reference atmosphere ctao-north_winter (T, p, density vs altitude)"),
     RealFile("reference_rayleigh_extinction_profile_v0_ctao-north_winter.ecsv", "ctao-calibpipe==0.8.0",
-             "ctao_calibpipe-0.8.0/src/calibpipe/atmosphere/models/reference_rayleigh_scattering_profiles/reference_rayleigh_extinction_profile_v0_ctao-north_winter.ecsv",
+             "ctao_calibpipe-0.8.0/src/calibpipe/atmosphere/models/reference_rayleigh_scattering_profiles/"
+             "reference_rayleigh_extinction_profile_v0_ctao-north_winter.ecsv",
              "7241232bc566180ce40ac64b2753f841895a946dcc25eb9dff5678c1c29c5b9c",
              "calibpipe's Rayleigh optical depth from the site vs altitude and wavelength, ctao-north_winter"),
     RealFile("reference_atmo_model_v0_ctao-south_summer.ecsv", "ctao-calibpipe==0.8.0",
-             "ctao_calibpipe-0.8.0/src/calibpipe/atmosphere/models/reference_atmospheres/reference_atmo_model_v0_ctao-south_summer.ecsv",
+             "ctao_calibpipe-0.8.0/src/calibpipe/atmosphere/models/reference_atmospheres/"
+             "reference_atmo_model_v0_ctao-south_summer.ecsv",
              "5162ce1ffd6ffe327c202362693379c481e150f5d44440a53b69dbf538cdca42",
              "calibpipe's seasonal reference atmosphere ctao-south_summer (T, p, density vs altitude)"),
     RealFile("reference_rayleigh_extinction_profile_v0_ctao-south_summer.ecsv", "ctao-calibpipe==0.8.0",
-             "ctao_calibpipe-0.8.0/src/calibpipe/atmosphere/models/reference_rayleigh_scattering_profiles/reference_rayleigh_extinction_profile_v0_ctao-south_summer.ecsv",
+             "ctao_calibpipe-0.8.0/src/calibpipe/atmosphere/models/reference_rayleigh_scattering_profiles/"
+             "reference_rayleigh_extinction_profile_v0_ctao-south_summer.ecsv",
              "8769425d218a233abf577f92146e65b42bf854f8e87b8ceff2c03d13d527ddad",
              "calibpipe's Rayleigh optical depth from the site vs altitude and wavelength, ctao-south_summer"),
     RealFile("reference_atmo_model_v0_ctao-south_winter.ecsv", "ctao-calibpipe==0.8.0",
-             "ctao_calibpipe-0.8.0/src/calibpipe/atmosphere/models/reference_atmospheres/reference_atmo_model_v0_ctao-south_winter.ecsv",
+             "ctao_calibpipe-0.8.0/src/calibpipe/atmosphere/models/reference_atmospheres/"
+             "reference_atmo_model_v0_ctao-south_winter.ecsv",
              "57ac1da6a9f75187e29e30a88134a4490cc6501559bcf16e239fefccfeb29142",
              "calibpipe's seasonal reference atmosphere ctao-south_winter (T, p, density vs altitude)"),
     RealFile("reference_rayleigh_extinction_profile_v0_ctao-south_winter.ecsv", "ctao-calibpipe==0.8.0",
-             "ctao_calibpipe-0.8.0/src/calibpipe/atmosphere/models/reference_rayleigh_scattering_profiles/reference_rayleigh_extinction_profile_v0_ctao-south_winter.ecsv",
+             "ctao_calibpipe-0.8.0/src/calibpipe/atmosphere/models/reference_rayleigh_scattering_profiles/"
+             "reference_rayleigh_extinction_profile_v0_ctao-south_winter.ecsv",
              "deb38df2dd3e1709a472d9c03f846019b669b3e96faa950395eb2ce3d8c5437b",
              "calibpipe's Rayleigh optical depth from the site vs altitude and wavelength, ctao-south_winter"),
 )}
