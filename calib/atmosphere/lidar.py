@@ -857,8 +857,12 @@ def run(input: Path, output: Path, config: dict | None = None) -> Table:
     config = dict(config or {})
     cfg, content = _read_sample(Path(input))
     d = content["data"]
+    molecular = config.pop("molecular", None)
+    if isinstance(molecular, (str, Path)):  # a sounding file: GDAS, ERA5 or a calibpipe reference atmosphere
+        molecular = MolecularProfile.from_meteo_file(Path(molecular))
     res = retrieve(d["elastic"], d["raman"], cfg, pretrigger_elastic=d["pretrigger_elastic"],
-                   pretrigger_raman=d["pretrigger_raman"], molecular=content["molecular"], **config)
+                   pretrigger_raman=d["pretrigger_raman"],
+                   molecular=content["molecular"] if molecular is None else molecular, **config)
     table = retrieval_table(res, 0)
     table.meta.update(provenance(__name__, VERSION, [Path(input)], config))
     write_table(table, output)
@@ -986,7 +990,7 @@ CONTRACT = CalibrationModule(
     tests=("calib/atmosphere/tests/test_lidar.py", "calib/atmosphere/tests/test_jit.py"),
     version=VERSION,
     config={
-        "molecular": "MolecularProfile to use instead of the standard atmosphere (Python callers only)",
+        "molecular": "molecular profile instead of the sample's sounding: a GDAS/ERA5/calibpipe .ecsv file (or a MolecularProfile)",
         "angstrom": "aerosol Angstrom exponent between the elastic and Raman wavelengths (default 1.0)",
         "angstrom_err": "its uncertainty, propagated to the extinction (default 0.29)",
         "lidar_ratio": "aerosol extinction-to-backscatter ratio, sr (default 50)",
