@@ -235,7 +235,7 @@ def check(result: Table, input: Path) -> Evidence:
     sim = read_run(input)
     cam = sim.camera
     names = ("high", "low") if cam.n_gains == 2 else ("single",)
-    metrics, criteria, passed = {}, {}, True
+    metrics, criteria, pulls, passed = {}, {}, {}, True
     for g, name in enumerate(names):
         n = np.asarray(result[f"n_values_{name}"], float)
         # the error bars scale with the number of samples the result claims to have used:
@@ -257,6 +257,8 @@ def check(result: Table, input: Path) -> Evidence:
             metrics[f"{key}_pull_rms_{name}"] = rms
             metrics[f"{key}_pull_max_{name}"] = float(np.max(np.abs(pull)))
             lo, hi = pull_rms_bounds(n_pix)
+            pulls[f"{key}_mean_z_{name}"] = float(np.mean(pull) * np.sqrt(n_pix))
+            pulls[f"{key}_chi2_z_{name}"] = float((np.sum(pull**2) - n_pix) / np.sqrt(2 * n_pix))
             criteria[f"{key}_pull_rms_{name}"] = (f"rms of (estimate - truth) / (statistical error) "
                                                   f"within [{lo:.2f}, {hi:.2f}] (chi² of {n_pix} "
                                                   "pixels, p = 1e-4 each side)")
@@ -268,7 +270,10 @@ def check(result: Table, input: Path) -> Evidence:
     metrics["noisy_false_positives"] = int(np.sum(flagged_noisy & ~cam.noisy))
     criteria["noisy_pixels_found"] = "every simulated noisy pixel is flagged, no other pixel"
     passed &= metrics["noisy_pixels_found"] == metrics["noisy_pixels_true"] and metrics["noisy_false_positives"] == 0
-    return Evidence(passed=bool(passed), metrics=metrics, criteria=criteria,
+    # designed false-fail rate: per gain and quantity 2e-4 (chi-square band) + 6.3e-5 (4-sigma
+    # mean); the event count and the noisy-pixel flags are exact requirements
+    return Evidence(passed=bool(passed), metrics=metrics, criteria=criteria, pulls=pulls,
+                    false_fail_rate=len(names) * 2 * (2e-4 + 6.3e-5),
                     summary="dark baseline and noise per pixel agree with the truth within std/sqrt(N)")
 
 
@@ -286,4 +291,12 @@ CONTRACT = CalibrationModule(
     references=("Chan, Golub & LeVeque 1979, Am. Stat. 37, 242 (pairwise variance)",
                 "nectarchain pedestal component; lstchain DRS4 baseline"),
     tests=("calib/camera/tests/test_baseline.py",),
+    config={
+        "clip": "sigma-clipping threshold of the baseline samples (default 4)",
+        "chunk_size": "events read at a time (default 100)",
+        "min_events": "fewest dark events per pixel (default 100)",
+        "min_std": "lowest plausible baseline noise, adc (default 0.5): below it a pixel is flagged dead",
+        "max_sample_spread": "largest spread of the per-sample baselines, in noise units (default 4)",
+        "noisy_factor": "noise above this factor times the camera median flags a noisy pixel (default 2)",
+    },
 )

@@ -308,7 +308,7 @@ def pedestal_statistics(pedestal_charge: np.ndarray, *, clip_sigma: float = 4.0,
 # the chain
 # ---------------------------------------------------------------------------------------
 DEFAULT_CONFIG = {
-    "width": 7, "shift": 3, "phases": 32,
+    "width": 7, "shift": 3, "phases": 1024,
     "enf_sq": None, "b_term": 0.0, "min_events": 100,
     "clip_sigma": 4.0, "clip_iterations": 5,
     "flatfield_median_range": (-0.3, 0.3), "flatfield_std_range": (-5.0, 5.0),
@@ -658,7 +658,7 @@ CONTRACT = CalibrationModule(
     config={
         "width": "integration window, samples (default 7)",
         "shift": "window start before the peak, samples (default 3)",
-        "phases": "sub-sample phases of the integration correction (default 32)",
+        "phases": "sub-sample phases of the integration correction (default 1024)",
         "enf_sq": "F², scalar or per pixel (I-DATA-xST-0107; default: the sample's /upstream group)",
         "b_term": "B term of the F-factor formula (default 0)",
         "min_events": "fewest events per run (default 100)",

@@ -24,7 +24,8 @@ inside the window); for the sliding window, the largest fraction over positions.
 single histogram is one arrival phase: for the LST pulse (width 7, shift 3) it misses the
 mean fraction kept by pulses arriving at random times by 1.2 % (high gain) and 2.5 %
 (low gain).  ``phases=N`` averages the fraction over N sub-sample phases of the sampled
-pulse instead (default 32 in ``extract_run`` and ``run``), which removes that bias: a
+pulse instead (default 1024 in ``extract_run`` and ``run``; 32 phases still miss the
+continuous average by 1.7e-4 in high gain), which removes that bias: a
 noise-free pulse then integrates on average to its full-pulse charge, i.e. charge / gain
 = p.e. with the gain convention of ``calib.camera.simulation`` (ADC per p.e. = full-pulse
 integral).
@@ -70,6 +71,8 @@ __all__ = [
     "DL1",
     "EXTRACTORS",
     "integration_correction",
+    "centroid_phase_map",
+    "peak_time_at_maximum",
     "full_waveform_sum",
     "fixed_window_sum",
     "local_peak_window_sum",
@@ -535,6 +538,71 @@ def integration_correction(pulse_template, pulse_time_step, sampling_rate, width
     return out
 
 
+def centroid_phase_map(pulse_template, pulse_time_step, sampling_rate, width: int = 7,
+                       shift: int = 3, n_phases: int = 512) -> tuple[np.ndarray, np.ndarray]:
+    """Noise-free local-peak centroid of the reference pulse against the time of its maximum.
+
+    The pulse maximum is placed ``phase`` samples after a sample boundary (``phase`` on
+    ``n_phases`` points of [0, 1)); the reference pulse (linearly interpolated, as sampled by
+    the camera) is sampled, the window put at its largest sample minus ``shift`` and the
+    centroid of the positive samples taken, as :func:`local_peak_window_sum` does.  Returns
+    (phase, centroid - boundary), both in samples, per gain: (n_gains, n_phases) each.  The
+    centroid is biased towards the window centre by a phase-dependent amount (LST high
+    gain, width 7, shift 3: a saw-tooth of 0.24 ns peak to peak, rms 0.07 ns), which does
+    not average out over events when the flasher jitter is small against a sample.
+    """
+    tmpl = np.atleast_2d(np.asarray(pulse_template, float))
+    step = float(u.Quantity(pulse_time_step, u.ns).value) * _rate(sampling_rate)  # samples
+    width, shift = int(width), int(shift)
+    phase = np.arange(int(n_phases)) / int(n_phases)
+    out = np.empty((tmpl.shape[0], phase.size))
+    for g, a in enumerate(tmpl):
+        grid = np.arange(a.size) * step
+        peak = grid[int(np.argmax(a))]
+        m = int(np.ceil(peak)) + shift + 2  # the window never reaches the readout start
+        n_s = m + int(np.ceil(grid[-1])) + width + 2
+        x = np.arange(n_s)[None, :] - (m + phase[:, None]) + peak
+        w = np.interp(x, grid, a, left=0.0, right=0.0)
+        imax = np.argmax(w, axis=1)
+        idx = imax[:, None] - shift + np.arange(width)[None, :]
+        v = np.clip(np.take_along_axis(w, np.clip(idx, 0, n_s - 1), axis=1), 0.0, None)
+        out[g] = (v * idx).sum(1) / v.sum(1) - m
+    return np.broadcast_to(phase, out.shape).copy(), out
+
+
+def peak_time_at_maximum(peak_time, pulse_template, pulse_time_step, sampling_rate,
+                         width: int = 7, shift: int = 3) -> np.ndarray:
+    """Local-peak centroid times [ns] -> times of the pulse maximum [ns], per gain channel.
+
+    Inverts the noise-free centroid-versus-phase relation of the reference pulse
+    (:func:`centroid_phase_map`): a centroid c (in samples) is k + c0(T) for a pulse maximum
+    at k + T (k integer, T in [0, 1)), c0 increasing with one jump where the largest sample
+    changes; c - c0(0) gives k and, by linear interpolation of the inverse of c0, T (a
+    centroid inside the jump maps to the jump).  ``peak_time``: (..., n_gains, n_pixels)
+    with the gain axis second to last (as from ``extract_run``), or (..., n_pixels) for a
+    one-gain template.  Removes the sub-sample phase bias of the centroid, which is per
+    pixel a systematic error of a timing flat-field of sub-sample jitter.
+    """
+    rate = _rate(sampling_rate)
+    phase, c0 = centroid_phase_map(pulse_template, pulse_time_step, sampling_rate, width, shift)
+    t = np.asarray(u.Quantity(peak_time, u.ns).value if isinstance(peak_time, u.Quantity)
+                   else peak_time, dtype=np.float64)
+    one_gain = c0.shape[0] == 1 and (t.ndim < 2 or t.shape[-2] != 1)
+    tg = t[..., np.newaxis, :] if one_gain else t
+    if tg.shape[-2] != c0.shape[0]:
+        raise CalibrationError(f"peak times have {tg.shape[-2]} gain channels, the reference pulse "
+                               f"{c0.shape[0]}")
+    out = np.empty_like(tg)
+    for g in range(c0.shape[0]):
+        c = np.maximum.accumulate(c0[g])  # a centroid that is monotonic in the phase
+        xs = np.append(c - c[0], 1.0)
+        ys = np.append(phase[g], 1.0)
+        r = tg[..., g, :] * rate - c[0]
+        k = np.floor(r)
+        out[..., g, :] = (k + np.interp(r - k, xs, ys)) / rate
+    return out[..., 0, :] if one_gain else out
+
+
 def extract(waveforms, method: str = "local_peak", *, width: int = 7, shift: int = 3,
             sampling_rate=1.024, correction=1.0, neighbors=None, peak_index=None,
             edge: str = "truncate", local_weight: float = 0.0, gain=None, baseline=None,
@@ -599,12 +667,12 @@ def reference_local_peak(waveforms, width=7, shift=3, edge="truncate", sampling_
 
 
 # ----------------------------------------------------------------------------- contract
-_DEFAULT_CONFIG = {"method": "local_peak", "width": 7, "shift": 3, "edge": "truncate", "phases": 32,
+_DEFAULT_CONFIG = {"method": "local_peak", "width": 7, "shift": 3, "edge": "truncate", "phases": 1024,
                    "chunk_size": 200}
 
 
 def extract_run(run, method="local_peak", width=7, shift=3, edge="truncate", baseline=None,
-                phases: int | None = 32, peak_index: int | None = None) -> DL1:
+                phases: int | None = 1024, peak_index: int | None = None) -> DL1:
     """Extract (n_events, n_gains, n_pixels) charges [adc, corrected] and peak times [ns] of a run.
 
     ``run``: a ``SimRun`` or ``calib.camera.io.MeasuredRun`` (waveforms + readout description).
@@ -740,8 +808,17 @@ def check(result: Table, input: Path) -> Evidence:
     cam = sim.camera
     ok = ~cam.dead
     gain = cam.gain.to_value(u.adc)
-    metrics, criteria, passed = {}, {}, True
+    from calib.camera.simulation import N_PHASES
+
+    metrics, criteria, pulls, passed = {}, {}, {}, True
     names = ("high", "low") if cam.n_gains == 2 else ("single",)
+    # expected camera-mean ratio: the simulator places pulses at N_PHASES discrete sub-sample
+    # phases, so the mean window fraction of the data is the N_PHASES-phase average; the
+    # correction applied (meta) is that of the run's configuration
+    cfg = json.loads(result.meta.get("config", "{}"))
+    used = np.asarray(json.loads(result.meta["integration_correction"]), float)
+    sim_corr = integration_correction(cam.pulse_template, cam.pulse_time_step, cam.sampling_rate,
+                                      cfg.get("width", 7), cfg.get("shift", 3), phases=N_PHASES)
     for g, name in enumerate(names):
         sat = (sim.waveforms[:, g] >= cam.saturation_adc).any(-1)
         true_q = np.where(sat, np.nan, nonlinear_response(sim.true_charge, cam.nonlinearity[g]))
@@ -753,6 +830,16 @@ def check(result: Table, input: Path) -> Evidence:
         spread = float(np.std(ratio))
         metrics[f"charge_bias_{name}"] = bias
         metrics[f"charge_pixel_rms_{name}"] = spread
+        # the pixels' sub-sample phases are random: the camera mean has the standard error
+        # pixel rms / sqrt(n) around its expectation used / simulated-phase correction
+        expected = float(used[g] / sim_corr[g] - 1)
+        z = (bias - expected) / (spread / np.sqrt(ratio.size))
+        pulls[f"charge_bias_z_{name}"] = float(z)
+        metrics[f"charge_bias_expected_{name}"] = expected
+        metrics[f"charge_bias_z_{name}"] = float(z)
+        criteria[f"charge_bias_z_{name}"] = ("|camera-mean bias - expected| < 4 standard errors "
+                                             "(pixel rms / sqrt(n))")
+        passed &= abs(z) < 4
         criteria[f"charge_bias_{name}"] = ("|camera mean of charge / (gain x true charge) - 1| < 0.5 % "
                                            "(integration correction; ctapipe's single-phase "
                                            "correction misses by 1.2-2.5 % on this pulse)")
@@ -766,7 +853,10 @@ def check(result: Table, input: Path) -> Evidence:
     criteria["time_offset_rms_ns"] = ("rms over pixels of (mean peak time - true time_offset), "
                                       "camera mean removed, < 0.1 ns (0.1 sample)")
     passed &= metrics["time_offset_rms_ns"] < 0.1
-    return Evidence(passed=bool(passed), metrics=metrics, criteria=criteria,
+    # designed false-fail rate: 6.3e-5 per gain (|z| < 4); the 0.5 %, 1 % and 0.1 ns limits are
+    # requirements, 10x and 4x the measured values
+    return Evidence(passed=bool(passed), metrics=metrics, criteria=criteria, pulls=pulls,
+                    false_fail_rate=len(names) * 6.3e-5,
                     summary=f"{result.meta.get('config', '')}: mean charges of {sim.n_events} "
                             "noise-free flasher events recover gain x true charge; mean peak "
                             "times recover the time offsets")
@@ -786,4 +876,15 @@ CONTRACT = CalibrationModule(
     references=("ctapipe image/extractor.py (Kosack et al., ctapipe, doi:10.5281/zenodo.3372210)",
                 "LST pulse shape from ctapipe_io_lst"),
     tests=("calib/camera/tests/test_extraction.py",),
+    version="0.2.0",
+    config={
+        "method": "charge extractor: local_peak, fixed, ... (default local_peak)",
+        "width": "integration window, samples (default 7)",
+        "shift": "window start before the peak, samples (default 3)",
+        "edge": "window at the readout edge: truncate or shift (default truncate)",
+        "phases": "sub-sample phases of the integration correction (default 1024)",
+        "chunk_size": "events read at a time (default 200)",
+        "baseline": "baseline per gain and pixel, adc per sample (default: the sample's /upstream group)",
+        "peak_index": "fixed window peak sample for method fixed (default: from the first chunk)",
+    },
 )

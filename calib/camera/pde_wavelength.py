@@ -326,14 +326,21 @@ def check(result: Table, input: Path) -> Evidence:
     }
     lo, hi = pull_rms_bounds(len(pull))
     m["rms_pull_cherenkov_pde"] = float(np.sqrt(np.mean(pull**2)))
-    crit = {"max_abs_pull_cherenkov_pde": "< 3.5",
+    crit = {"max_abs_pull_cherenkov_pde": f"< 4 (4 sigma for each of {len(pull)} devices)",
             "rms_pull_cherenkov_pde": f"within [{lo:.2f}, {hi:.2f}] (chi² of {len(pull)} pulls, "
                                       "p = 1e-4 each side): errors not over-estimated",
             "fraction_curve_points_within_3sigma": ">= 0.9 (smoothing bias at the window "
                                                    "cut-off may exceed the statistical error)"}
-    passed = (m["max_abs_pull_cherenkov_pde"] < 3.5 and m["fraction_curve_points_within_3sigma"] >= 0.9
+    passed = (m["max_abs_pull_cherenkov_pde"] < 4 and m["fraction_curve_points_within_3sigma"] >= 0.9
               and lo < m["rms_pull_cherenkov_pde"] < hi)
-    return Evidence(passed=bool(passed), metrics=m, criteria=crit,
+    n = len(pull)
+    pulls = {"cherenkov_pde_mean_z": float(np.mean(pull) * np.sqrt(n)),
+             "cherenkov_pde_chi2_z": float((np.sum(pull**2) - n) / np.sqrt(2 * n)),
+             "cherenkov_pde_first_device": float(pull[0])}
+    # designed false-fail rate: 6.3e-5 per device (|pull| < 4) + 2e-4 (chi-square band); the
+    # curve-point fraction fails only for a bias
+    return Evidence(passed=bool(passed), metrics=m, criteria=crit, pulls=pulls,
+                    false_fail_rate=n * 6.3e-5 + 2e-4,
                     summary=f"Cherenkov-weighted PDE {m['mean_cherenkov_pde']:.4f} vs true "
                             f"{m['mean_true_cherenkov_pde']:.4f} (max |pull| "
                             f"{m['max_abs_pull_cherenkov_pde']:.2f})")
@@ -359,4 +366,10 @@ CONTRACT = CalibrationModule(
     references=("Eilers & Marx 1996, Stat. Sci. 11, 89", "Craven & Wahba 1979, Numer. Math. 31, 377",
                 "Bucholtz 1995, Appl. Opt. 34, 2765", "Gaug et al. 2019, ApJS 243, 11"),
     tests=("calib/camera/tests/test_pde.py",),
+    config={
+        "emission_altitude_km": "altitude of Cherenkov emission, km (default 10)",
+        "observatory_altitude_km": "observatory altitude, km (default 2.2)",
+        "zenith_deg": "zenith angle of the Rayleigh transmission, deg (default 0)",
+        "smoothing_lambda": "smoothing parameter of the PDE curves (default: chosen by cross-validation)",
+    },
 )

@@ -88,6 +88,11 @@ def test_contract_sample_run_check(tmp_path):
     assert "module" in table.meta
     evidence = B.CONTRACT.check(table, path)
     assert evidence.passed, evidence.metrics
+    # ensemble pulls: mean x sqrt(n) and chi-square z-score of baseline and noise, per gain
+    assert set(evidence.pulls) == {f"{k}_{s}_z_{g}" for k in ("baseline", "noise")
+                                   for s in ("mean", "chi2") for g in ("high", "low")}
+    assert all(abs(v) < 5 for v in evidence.pulls.values())
+    assert evidence.false_fail_rate == pytest.approx(4 * (2e-4 + 6.3e-5))
     from astropy.table import Table
 
     back = Table.read(tmp_path / "baseline.ecsv")

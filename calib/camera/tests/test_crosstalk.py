@@ -84,6 +84,10 @@ def test_contract_with_simulator(tmp_path):
     result = xt.CONTRACT.run(path, tmp_path / "xt.ecsv", {})
     ev = xt.CONTRACT.check(result, path)
     assert ev.passed, ev.metrics
+    # |pull| < 3.5 on 4 quantities x 8 pixels was a 1.5 % false-fail rate by design; at 4 sigma
+    assert ev.false_fail_rate == pytest.approx(4 * 8 * 6.3e-5 + 4 * 2e-4)
+    assert set(ev.pulls) == {f"{k}_{s}" for k in ("crosstalk_fit", "crosstalk_dark", "gain",
+                                                  "enf_sq") for s in ("mean_z", "chi2_z")}
     wide = result.copy()  # over-estimated errors: caught by the two-sided pull rms
     for col in ("crosstalk_err", "crosstalk_dark_err", "gain_err", "enf_sq_err"):
         wide[col] *= 10

@@ -239,3 +239,24 @@ def test_run_does_not_read_the_truth_extraction(tmp_path):
     contract, _ = load_contract("calib.camera.extraction")
     with pytest.raises(CalibrationError, match="baseline"):
         contract.run(bare, tmp_path / "none.ecsv", {})
+
+
+def test_integration_correction_default_is_the_continuous_phase_average(tmp_path):
+    """The default number of phases reaches the continuous average (4096 phases) to 5e-5;
+    32 phases miss it by 1.7e-4 in high gain, a camera-mean charge bias of 0.5 standard
+    errors on the sample (z-score over 40 seeds +0.52 +- 0.16 before)."""
+    import json
+
+    cam = make_camera("tiny", seed=0)
+    exact = X.integration_correction(cam.pulse_template, cam.pulse_time_step, cam.sampling_rate,
+                                     7, 3, phases=4096)
+    path = X.CONTRACT.sample(tmp_path, 0)
+    table = X.CONTRACT.run(path, tmp_path / "x.ecsv", {})
+    used = np.asarray(json.loads(table.meta["integration_correction"]))
+    np.testing.assert_allclose(used, exact, rtol=5e-5)
+    ev = X.CONTRACT.check(table, path)
+    assert ev.passed and set(ev.pulls) == {"charge_bias_z_high", "charge_bias_z_low"}
+    # the expectation follows the correction used (the simulator's 64 discrete phases)
+    ev32 = X.CONTRACT.check(X.CONTRACT.run(path, tmp_path / "y.ecsv", {"phases": 32}), path)
+    assert ev32.metrics["charge_bias_expected_high"] > 2e-4 > abs(ev.metrics["charge_bias_expected_high"])
+    assert all(abs(v) < 4 for v in (*ev.pulls.values(), *ev32.pulls.values()))

@@ -126,3 +126,34 @@ def test_run_does_not_read_the_truth_flatfield(tmp_path):
     from calib.camera.tests.truthless import assert_run_ignores_truth
 
     assert_run_ignores_truth("calib.camera.flatfield", tmp_path)
+
+
+def test_error_includes_the_pedestal_error(lst):
+    """A pedestal from only 100 events shifts all flat-field events of a pixel alike: its
+    error (~27 % of the variance here) belongs in relative_gain_err, else the pulls are wide."""
+    cam, ff, _ = lst
+    ped = simulate_charges(cam, "pedestal", 100, seed=22).charge
+    pedestal = ped.mean(axis=0, dtype=np.float64)
+    pedestal_err = ped.std(axis=0, ddof=1) / np.sqrt(ped.shape[0])
+    good = ~(cam.dead | cam.noisy)
+    m = good.sum()
+    truth = cam.relative_qe * cam.gain.value[0]
+    truth /= np.median(truth[good])
+    without = flatfield_relative_gain(ff.charge, pedestal=pedestal)
+    res = flatfield_relative_gain(ff.charge, pedestal=pedestal, pedestal_err=pedestal_err)
+    pull, _ = _pulls(res["relative_gain_mean"][0], res["relative_gain_err"][0], truth, good)
+    assert abs(pull.std() - 1) < 4 / np.sqrt(2 * (m - 1))
+    pull0, _ = _pulls(without["relative_gain_mean"][0], without["relative_gain_err"][0], truth, good)
+    assert pull0.std() - 1 > 4 / np.sqrt(2 * (m - 1))  # the error without it is too small
+    np.testing.assert_array_equal(res["relative_gain_mean"], without["relative_gain_mean"])
+
+
+def test_contract_check_has_pulls_for_the_ensemble(tmp_path):
+    """Seed 21 failed with pull std 1.068 (errors without the pedestal term)."""
+    path = CONTRACT.sample(tmp_path, 21)
+    ev = CONTRACT.check(CONTRACT.run(path, tmp_path / "ff.ecsv", {}), path)
+    assert ev.passed, ev.to_dict()
+    assert ev.false_fail_rate <= 0.01
+    assert set(ev.pulls) == {f"relative_gain_{k}_{n}" for k in ("chi2_z", "first_pixel")
+                             for n in ("high", "low")}
+    assert all(abs(v) < 5 for v in ev.pulls.values())

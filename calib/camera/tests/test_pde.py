@@ -157,3 +157,21 @@ def test_run_does_not_read_the_truth_pde_angle(tmp_path):
     from calib.camera.tests.truthless import assert_run_ignores_truth
 
     assert_run_ignores_truth("calib.camera.pde_angle", tmp_path)
+
+
+@pytest.mark.parametrize("module", [pw, pde_angle], ids=["wavelength", "angle"])
+def test_ensemble_pulls_and_designed_false_fail_rate(module, tmp_path):
+    """Over 20 seeds the per-seed headline pulls are N(0, 1) within 4 sigma, and the designed
+    false-fail rate is the sum of the criteria tails: 16 devices x 6.3e-5 (|pull| < 4) + 2e-4
+    (chi-square band), well below 0.01 (|pull| < 3.5 on 16 devices alone was 7.4e-3)."""
+    key = "cherenkov_pde" if module is pw else "dish_efficiency"
+    z = []
+    for seed in range(20):
+        path = module.CONTRACT.sample(tmp_path / str(seed), seed)
+        ev = module.CONTRACT.check(module.CONTRACT.run(path, None, {}), path)
+        assert ev.false_fail_rate == pytest.approx(16 * 6.3e-5 + 2e-4)
+        assert set(ev.pulls) == {f"{key}_mean_z", f"{key}_chi2_z", f"{key}_first_device"}
+        z.append(ev.pulls[f"{key}_mean_z"])
+    z = np.asarray(z)
+    assert abs(z.mean()) < 4 / np.sqrt(z.size)
+    assert abs(z.std(ddof=1) - 1) < 4 / np.sqrt(2 * (z.size - 1))
