@@ -5,9 +5,13 @@ camera body and the images of stars reflected by the mirror onto the (closed) ca
 are measured in the CCD frame (converted to focal-plane mm), whose zero point and roll are not
 known a priori.  Using complex coordinates z = x + i y:
 
-* star images obey z = a f (xi + i eta) + o, where (xi, eta) are the gnomonic sky offsets of the
-  catalogue stars from the optical-axis direction (AltAz frame at the observation time), f the
-  focal length, a = s e^{i rho} the CCD roll (and scale) and o the image of the optical axis;
+* star images obey z = a (f w + (kappa1 theta + kappa3 theta^3) w / |w|) + o, where w = xi + i eta
+  are the gnomonic sky offsets of the catalogue stars from the optical-axis direction (AltAz frame
+  at the observation time), f the focal length, kappa1 theta + kappa3 theta^3 the coma shift of the
+  image centroid outwards (from the coma calibration I-DATA-xST-1004; theta = arctan |w| in deg;
+  ~4 % of the radius for the LST, which the LEDs on the camera body do not share: ignoring it
+  shrinks the fitted camera offset by that much), a = s e^{i rho} the CCD roll (and scale) and o
+  the image of the optical axis;
 * LED spots obey z = c L + e, where L are the nominal LED positions in the camera frame.
 
 Both are linear least-squares problems (4 real parameters each, design matrix rank checked).
@@ -36,7 +40,7 @@ from calib.pointing._io import (linear_least_squares, norm_sf, propagate, read_t
 
 __all__ = ["fit_similarity", "fit_camera_alignment", "camera_to_optical", "CONTRACT"]
 
-VERSION = "0.2.0"
+VERSION = "0.3.0"
 MAX_CONDITION = 1e4
 
 
@@ -70,11 +74,14 @@ def _derived(p: np.ndarray) -> np.ndarray:
 
 
 def fit_camera_alignment(star_x, star_y, star_xi, star_eta, star_sigma,
-                         led_x, led_y, led_nominal_x, led_nominal_y, led_sigma, focal_length) -> Table:
+                         led_x, led_y, led_nominal_x, led_nominal_y, led_sigma, focal_length,
+                         coma=0.0 * u.mm / u.deg, coma3=0.0 * u.mm / u.deg**3) -> Table:
     """Camera displacement and rotation relative to the optical axis.
 
     Star and LED positions in the pointing-CCD frame (mm), star sky offsets (rad) from the
-    optical axis, nominal LED positions in the camera frame (mm), centroid errors (mm).
+    optical axis, nominal LED positions in the camera frame (mm), centroid errors (mm); ``coma``
+    (kappa1, mm/deg) and ``coma3`` (kappa3, mm/deg^3): the radial centroid shift of the telescope's
+    optics, kappa1 theta + kappa3 theta^3.
     Returns a one-row Table: offset_x/y and their uncertainties (mm and arcsec on the sky),
     rotation (deg), LED-ring scale, CCD roll, chi^2/dof of both fits.
     """
@@ -83,6 +90,8 @@ def fit_camera_alignment(star_x, star_y, star_xi, star_eta, star_sigma,
     sx, sy, sxi, seta, ss = mm(star_x), mm(star_y), rad(star_xi), rad(star_eta), mm(star_sigma)
     lx, ly, lnx, lny, ls = mm(led_x), mm(led_y), mm(led_nominal_x), mm(led_nominal_y), mm(led_sigma)
     f = float(u.Quantity(focal_length, u.mm).value)
+    kappa1 = float(u.Quantity(coma, u.mm / u.deg).value)
+    kappa3 = float(u.Quantity(coma3, u.mm / u.deg**3).value)
     ss, ls = np.broadcast_to(ss, sx.shape), np.broadcast_to(ls, lx.shape)
     require_finite("star images", sx, sy, sxi, seta, ss)
     require_finite("reference LEDs", lx, ly, lnx, lny, ls)
@@ -93,7 +102,11 @@ def fit_camera_alignment(star_x, star_y, star_xi, star_eta, star_sigma,
         raise CalibrationError(f"only {lx.size} reference LED(s) found; at least 3 are needed")
     if np.any(ss <= 0) or np.any(ls <= 0):
         raise CalibrationError("centroid uncertainties must be positive")
-    p_star, cov_star, chi2_s, dof_s = fit_similarity(f * (sxi + 1j * seta), sx + 1j * sy, ss,
+    w = sxi + 1j * seta
+    radial = np.where(np.abs(w) > 0, w / np.where(np.abs(w) > 0, np.abs(w), 1.0), 0.0)
+    theta = np.degrees(np.arctan(np.abs(w)))
+    image = f * w + (kappa1 * theta + kappa3 * theta**3) * radial         # coma-shifted centroids
+    p_star, cov_star, chi2_s, dof_s = fit_similarity(image, sx + 1j * sy, ss,
                                                      f"optical axis from {sx.size} star images")
     p_led, cov_led, chi2_l, dof_l = fit_similarity(lnx + 1j * lny, lx + 1j * ly, ls,
                                                    f"camera position from {lx.size} reference LEDs")
@@ -146,9 +159,16 @@ def _run(input: Path, output: Path, config: dict) -> Table:
     focal = config.get("focal_length_mm", data.meta.get("focal_length_mm"))
     if focal is None:
         raise CalibrationError("the focal length is needed (config 'focal_length_mm' or input meta)")
+    coma = config.get("coma_mm_per_deg", data.meta.get("coma_mm_per_deg"))
+    if coma is None:
+        raise CalibrationError("the coma shift of the star images is needed (config 'coma_mm_per_deg', e.g. "
+                               "kappa1 of the coma calibration I-DATA-xST-1004, or input meta); give 0 for "
+                               "coma-free optics")
     result = fit_camera_alignment(stars["x"], stars["y"], stars["xi"], stars["eta"], stars["sigma"],
                                   leds["x"], leds["y"], leds["nominal_x"], leds["nominal_y"], leds["sigma"],
-                                  float(focal) * u.mm)
+                                  float(focal) * u.mm, float(coma) * u.mm / u.deg,
+                                  float(config.get("coma_mm_per_deg3", data.meta.get("coma_mm_per_deg3", 0.0)))
+                                  * u.mm / u.deg**3)
     result.meta.update(provenance("calib.pointing.camera_alignment", VERSION, [Path(input)], config))
     write_table(result, output)
     return result
@@ -198,6 +218,8 @@ CONTRACT = CalibrationModule(
         Port("eta", "rad", "gnomonic sky offset of the star from the optical axis"),
         Port("nominal_x", "mm", "nominal LED position in the camera frame"),
         Port("nominal_y", "mm", "nominal LED position in the camera frame"),
+        Port("coma_mm_per_deg", "mm / deg", "radial coma shift of the star images, kappa1 of I-DATA-xST-1004 "
+             "(meta/config; coma_mm_per_deg3: kappa3)"),
     ),
     outputs=(
         Port("offset_x", "mm", "camera-centre displacement from the optical axis"),
@@ -219,5 +241,9 @@ CONTRACT = CalibrationModule(
     version=VERSION,
     config={
         "focal_length_mm": "focal length, mm (default: the input file's)",
+        "coma_mm_per_deg": "radial coma shift of star images per degree off axis (kappa1 of I-DATA-xST-1004), "
+                           "mm/deg (default: the input file's; required)",
+        "coma_mm_per_deg3": "third-order term of that shift (kappa3 of I-DATA-xST-1004), mm/deg^3 "
+                            "(default: the input file's, else 0)",
     },
 )

@@ -319,6 +319,7 @@ CONTRACT = CalibrationModule(
         Port("beta_r", "mm2 / deg2", "radial variance growth with theta^2"),
         Port("beta_t", "mm2 / deg2", "tangential variance growth with theta^2"),
         Port("gamma", "mm3 / deg3", "radial third moment (comet-tail asymmetry) per theta^3"),
+        Port("gamma5", "mm3 / deg5", "fifth-order term of the radial third moment, per theta^5"),
         Port("broadening_ratio", "", "beta_r / beta_t (3 for pure third-order coma)"),
     ),
     references=(

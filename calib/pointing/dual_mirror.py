@@ -38,7 +38,7 @@ from calib.pointing._io import (linear_least_squares, norm_sf, propagate, read_t
 
 __all__ = ["fit_plate_scale", "focal_plane_from_sky", "sky_from_focal_plane", "CONTRACT"]
 
-VERSION = "0.2.0"
+VERSION = "0.3.0"
 MAX_CONDITION = 1e5
 _NAMES = ["o_x", "o_y", "c1_re", "c1_im", "c3_re", "c3_im", "c5_re", "c5_im"]
 
@@ -148,31 +148,56 @@ def _run(input: Path, output: Path, config: dict) -> Table:
 
 
 def _check(result: Table, input: Path) -> Evidence:
-    truth = truth_of(read_table(input))
+    """Compare the fit with what the odd radial model can represent of the simulated optics.
+
+    The simulated mapping (``calib.pointing.simulation.dual_mirror_mapping``) has a decentering
+    distortion the model lacks.  Its noise-free positions at the observed stars, fitted with the
+    model, give the expected parameters (the projection; for a field spread around the axis it
+    differs little from the radial truth); fitted minus expected over the stated error is N(0, 1).
+    The part the model cannot represent (rss_u) adds to the noise: RSS / sigma^2 follows a
+    non-central chi^2 with dof = 2N - 8 and non-centrality rss_u / sigma^2.
+    """
+    from scipy.stats import ncx2
+
+    from calib.pointing.simulation import dual_mirror_mapping
+
+    data = read_table(input)
+    truth = truth_of(data)
     row = result[0]
+    w = np.asarray(u.Quantity(data["theta_x"], u.deg).value) + 1j * np.asarray(u.Quantity(data["theta_y"], u.deg).value)
+    z_true = dual_mirror_mapping(w, truth)
+    design = _design(w)
+    exact = np.concatenate([z_true.real, z_true.imag])
+    p_exp, *_ = np.linalg.lstsq(design, exact, rcond=None)
+    rss_unmodelled = float(np.sum((exact - design @ p_exp) ** 2))
+    expected = _derived(p_exp)
     pulls = {
-        "plate_scale": float((row["plate_scale"] - truth["plate_scale_mm_per_deg"]) / row["plate_scale_err"]),
-        "k2": float((row["k2"] - truth["k2_per_deg2"]) / row["k2_err"]),
-        "k4": float((row["k4"] - truth["k4_per_deg4"]) / row["k4_err"]),
-        "roll": float((row["roll"] - truth["camera_roll_deg"]) / row["roll_err"]),
+        "plate_scale": float((row["plate_scale"] - expected[0]) / row["plate_scale_err"]),
+        "k2": float((row["k2"] - expected[2]) / row["k2_err"]),
+        "k4": float((row["k4"] - expected[3]) / row["k4_err"]),
+        "roll": float((row["roll"] - expected[1]) / row["roll_err"]),
     }
-    # residuals: RSS / noise^2 = rms^2 dof / noise^2 is chi^2(dof) if the mapping model is complete
-    from scipy.stats import chi2 as chi2_dist
+    # residuals: RSS / noise^2 = rms^2 dof / noise^2 is non-central chi^2(dof, lambda = rss_u / noise^2)
     dof = 2 * int(row["n_stars"]) - 8
+    lam = rss_unmodelled / truth["noise_mm"] ** 2
     rms_ratio = float(row["residual_rms"]) / truth["noise_mm"]
-    p_rss = float(chi2_dist.sf(rms_ratio**2 * dof, dof))
-    pulls["residual_rss"] = float((rms_ratio**2 - 1) * dof / np.sqrt(2.0 * dof))
+    p_rss = float(ncx2.sf(rms_ratio**2 * dof, dof, lam))
+    pulls["residual_rss"] = float((rms_ratio**2 * dof - (dof + lam)) / np.sqrt(2.0 * (dof + 2 * lam)))
     pull_limit, p_band = 4.0, 5e-5
     headline = ("plate_scale", "k2", "k4", "roll")
     false_fail = len(headline) * 2 * norm_sf(pull_limit) + 2 * p_band
     passed = all(abs(pulls[k]) < pull_limit for k in headline) and p_band < p_rss < 1 - p_band
     metrics = {f"pull_{k}": v for k, v in pulls.items()}
+    metrics.update({"plate_scale_expected_mm_per_deg": float(expected[0]), "k2_expected_per_deg2": float(expected[2]),
+                    "unmodelled_rms_mm": float(np.sqrt(rss_unmodelled / exact.size)),
+                    "plate_scale_minus_radial_truth": float(row["plate_scale"] - truth["plate_scale_mm_per_deg"])})
     metrics.update({"plate_scale_mm_per_deg": float(row["plate_scale"]), "k2_per_deg2": float(row["k2"]),
                     "residual_rms_mm": float(row["residual_rms"]), "rms_ratio": rms_ratio, "rss_p_value": p_rss,
                     "n_stars": int(row["n_stars"])})
-    criteria = {f"pull_{k}": f"within {pull_limit:g} sigma of the simulated truth" for k in headline}
-    criteria["rss_p_value"] = (f"{p_band:g} < p < 1 - {p_band:g}: residual rms consistent with the centroid noise "
-                               f"(chi^2, {dof} dof)")
+    criteria = {f"pull_{k}": f"within {pull_limit:g} sigma of the simulated optics' projection on the model"
+                for k in headline}
+    criteria["rss_p_value"] = (f"{p_band:g} < p < 1 - {p_band:g}: residuals = centroid noise plus the unmodelled "
+                               f"decentering distortion (non-central chi^2, {dof} dof)")
     return Evidence(passed=bool(passed), metrics=metrics, criteria=criteria, pulls=pulls,
                     false_fail_rate=false_fail,
                     summary=f"plate scale {row['plate_scale']:.4f} ± {row['plate_scale_err']:.4f} mm/deg "
