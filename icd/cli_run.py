@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -10,7 +11,8 @@ import typer
 
 from . import evidence as evidence_store
 from .registry import load
-from .runner import RunError, jobs, run_all, run_file, sample as write_samples, summary_counts
+from .runner import (DEFAULT_SEEDS, RunError, RunUsageError, jobs, run_all, run_file,
+                     sample as write_samples, summary_counts)
 
 _REGISTRY_HELP = "Registry file (default: ./interfaces.yaml)."
 
@@ -61,6 +63,9 @@ def register(app: typer.Typer) -> None:
         try:
             written = write_samples(loaded, None if all_ else [code], out, seed,
                                     progress=lambda m: typer.echo(f"sampling {m} ...", err=True))
+        except RunUsageError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
         except RunError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(1) from None
@@ -74,57 +79,103 @@ def register(app: typer.Typer) -> None:
         all_: bool = typer.Option(False, "--all", help="Run every registered module on its own sample data "
                                   "and compare with the truth; records the evidence."),
         input: Optional[Path] = typer.Option(None, "--input", "-i", help="Input file for the module (with CODE)."),
-        output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output file (ECSV or FITS) (with CODE)."),
-        config: Optional[Path] = typer.Option(None, "--config", help="JSON file of module configuration."),
+        output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output file (.ecsv, .fits or .h5) "
+                                              "(with CODE)."),
+        config: Optional[Path] = typer.Option(None, "--config", help="JSON file of module configuration; "
+                                              "only the keys the module declares (icd show CODE --json)."),
         check: bool = typer.Option(False, "--check", help="With CODE: compare the result with the truth stored "
                                    "in a sample input file and record the evidence."),
         workdir: Path = typer.Option(Path("out/runs"), "--workdir", help="With --all: folder for samples and results."),
         evidence: Path = typer.Option(evidence_store.DEFAULT_PATH, "--evidence", help="Evidence store to update."),
-        seed: int = typer.Option(0, "--seed", help="With --all: random seed of the sample data."),
+        seed: Optional[int] = typer.Option(None, "--seed", help="First seed of the sample data (alone: only "
+                                           "this seed, judged by the check itself)."),
+        seeds: Optional[int] = typer.Option(None, "--seeds", help="Number of seeds S..S+N-1 over which each "
+                                            f"module is judged [default: {DEFAULT_SEEDS}, or 1 with --seed]."),
+        n_jobs: int = typer.Option(os.cpu_count() or 1, "--jobs", "-j", help="Processes running seeds "
+                                   "in parallel.", show_default="number of CPUs"),
         as_json: bool = typer.Option(False, "--json", help="Print the records as JSON."),
         registry: Optional[Path] = typer.Option(None, "--registry", "-r", help=_REGISTRY_HELP),
     ) -> None:
-        """Run calibration modules; with --all, on sample data with known truth, recording evidence.
+        """Run calibration modules; with --all, on sample data with known truth over seeds, recording evidence.
 
-        Exit code 0 when every module ran and recovered its truth, 1 otherwise.
+        Each module is judged over an ensemble of seeds: it fails when more seeds fail than
+        its check's designed false-fail rate allows (binomial p < 0.001), or when a pull's mean
+        or spread over the seeds is not N(0, 1) (from 5 seeds).
+
+        Exit codes: 0 every module ran and recovered its truth; 1 a module failed or could
+        not run; 2 a wrong request (unknown code or config key, output format).
 
         Examples:
 
           icd run --all
 
+          icd run --all --seeds 40 --jobs 2
+
+          icd run --all --seed 3
+
+          icd run I-DATA-xST-0106 --seeds 10
+
           icd sample I-DATA-xST-0106 --out s/ && icd run I-DATA-xST-0106 -i s/ffactor/ffactor_sample.h5 -o gain.ecsv --check
         """
         loaded = _load_or_exit(_registry_path(ctx, registry))
+        ensemble = all_ or seeds is not None or (seed is not None and input is None and output is None)
         try:
-            if all_ or (code is None):
-                if code is not None or input or output:
-                    typer.echo("--all runs on generated sample data: give no CODE, --input or --output with it", err=True)
-                    raise typer.Exit(2)
-                if not all_:
-                    typer.echo("give an interface code, or --all", err=True)
-                    raise typer.Exit(2)
-                records = _run_all_with_progress(loaded, workdir, seed)
+            if seeds is not None and seeds < 1:
+                raise RunUsageError(f"--seeds must be at least 1 (got {seeds})")
+            if n_jobs < 1:
+                raise RunUsageError(f"--jobs must be at least 1 (got {n_jobs})")
+            if all_ and code is not None:
+                raise RunUsageError("give one interface code or --all, not both")
+            if not all_ and code is None:
+                raise RunUsageError("give an interface code, or --all")
+            if ensemble:
+                if input or output:  # --check is implied: every seed is checked against its truth
+                    raise RunUsageError("runs over seeds use generated sample data: give no --input or --output "
+                                        "with --all, --seed or --seeds")
+                if all_ and config:
+                    raise RunUsageError("a configuration applies to one module: give one interface code "
+                                        "with --config, not --all")
+                n_seeds = seeds if seeds is not None else (1 if seed is not None else DEFAULT_SEEDS)
+                cfg = _read_config(config)
+                records = _run_all_with_progress(loaded, workdir, seed or 0, n_seeds, n_jobs,
+                                                 None if all_ else [code], cfg)
             else:
                 if input is None or output is None:
-                    typer.echo("running one module needs --input FILE and --output FILE", err=True)
-                    raise typer.Exit(2)
+                    raise RunUsageError("running one module needs --input FILE and --output FILE "
+                                        "(or --seeds N to run it on its own sample data)")
                 cfg = _read_config(config)
-                records = {code: run_file(loaded, code, input, output, cfg, check=check)}
+                rec = run_file(loaded, code, input, output, cfg, check=check)
+                records = {rec.code: rec}
+        except RunUsageError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
         except RunError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(1) from None
-        if all_ or check:
+        recorded = ensemble or check
+        if recorded:
             evidence_store.save(records, evidence)
         if as_json:
             typer.echo(json.dumps({c: r.__dict__ for c, r in records.items()}, indent=2, default=str))
         else:
             for c, rec in records.items():
-                typer.echo(f"{c}\t{rec.verdict.upper()}\t{rec.duration_s:.2f} s\t{rec.module}\t{rec.summary}")
+                if rec.verdict == "ran":
+                    typer.echo(f"{c}\t{rec.summary}\t{rec.duration_s:.2f} s")
+                    continue
+                seeds_col = f"\t{_seed_count(rec)}" if len(rec.seeds) > 1 else ""
+                typer.echo(f"{c}\t{rec.verdict.upper()}{seeds_col}\t{rec.duration_s:.2f} s\t{rec.module}\t"
+                           f"{rec.summary}")
             counts = summary_counts(records)
-            typer.echo(", ".join(f"{n} {k}" for k, n in sorted(counts.items())) +
-                       (f"; evidence written to {evidence}" if (all_ or check) else ""), err=True)
-        if any(r.verdict != "pass" for r in records.values()):
+            if recorded:
+                typer.echo(", ".join(f"{n} {k}" for k, n in sorted(counts.items())) +
+                           f"; evidence written to {evidence}", err=True)
+        if any(r.verdict not in ("pass", "ran") for r in records.values()):
             raise typer.Exit(1)
+
+
+def _seed_count(rec) -> str:
+    passed = sum(1 for s in rec.per_seed if s.get("verdict") == "pass")
+    return f"{passed}/{len(rec.seeds)} seeds"
 
 
 def _read_config(path: Optional[Path]) -> dict:
@@ -141,29 +192,38 @@ def _read_config(path: Optional[Path]) -> dict:
     return data
 
 
-def _run_all_with_progress(loaded, workdir: Path, seed: int):
-    todo = jobs(loaded)
+def _run_all_with_progress(loaded, workdir: Path, seed: int, n_seeds: int = 1, n_jobs: int = 1,
+                           codes=None, config=None):
+    todo = jobs(loaded, codes)
     if not todo:
         raise RunError("no interface of the registry has a calibration module yet")
+    total = len(todo) * n_seeds
+    kwargs = dict(seed=seed, n_seeds=n_seeds, n_jobs=n_jobs, codes=codes, config=config or None)
+    what = f"{len(todo)} module{'s' if len(todo) != 1 else ''}" + (f" x {n_seeds} seeds" if n_seeds > 1 else "")
     if sys.stderr.isatty():
         from rich.progress import Progress
 
-        with Progress(transient=True) as bar:
-            task = bar.add_task("calibration modules", total=len(todo))
+        # no refresh thread: the worker processes are forked from this one
+        with Progress(transient=True, auto_refresh=False) as bar:
+            task = bar.add_task(f"{what} ({n_jobs} process{'es' if n_jobs != 1 else ''})", total=total)
+            bar.refresh()
 
-            def start(job):
-                bar.update(task, description=f"running {job.module}")
+            def seed_done(job, res):
+                bar.advance(task)
+                bar.refresh()
 
             def done(job, rec):
-                bar.advance(task)
-                bar.console.print(f"{rec.verdict.upper():5} {job.module} ({rec.duration_s:.1f} s)")
+                extra = f" {_seed_count(rec)}" if n_seeds > 1 else ""
+                bar.console.print(f"{rec.verdict.upper():5} {job.module}{extra} ({rec.duration_s:.1f} s)")
 
-            return run_all(loaded, workdir, seed=seed, on_start=start, on_done=done)
-    count = len(todo)
+            return run_all(loaded, workdir, on_done=done, on_seed=seed_done, **kwargs)
     state = {"i": 0}
 
-    def start_plain(job):
+    def seed_plain(job, res):
         state["i"] += 1
-        typer.echo(f"[{state['i']}/{count}] {job.module} ...", err=True)
+        verdict = "error" if res.get("error") else ("pass" if res["passed"] else "fail")
+        typer.echo(f"[{state['i']}/{total}] {job.module} seed {res['seed']}: {verdict} "
+                   f"({res['duration_s']:.1f} s)", err=True)
 
-    return run_all(loaded, workdir, seed=seed, on_start=start_plain)
+    typer.echo(f"running {what} in {n_jobs} process{'es' if n_jobs != 1 else ''}", err=True)
+    return run_all(loaded, workdir, on_seed=seed_plain, **kwargs)

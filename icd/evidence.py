@@ -30,11 +30,28 @@ class EvidenceRecord:
     input: Optional[str] = None
     output: Optional[str] = None
     error: Optional[str] = None
+    #: False for ``icd run CODE -i -o`` without ``--check``: the module ran, nothing was compared
+    checked: bool = True
+    # -- ensemble over seeds (``icd run --seeds N``); one seed: seeds == [S] and the check's own verdict
+    seeds: list[int] = field(default_factory=list)
+    #: per seed: {"seed", "verdict", "summary", "duration_s"}
+    per_seed: list[dict[str, Any]] = field(default_factory=list)
+    pass_rate: Optional[float] = None
+    #: designed probability that a correct module fails the check on one seed (Evidence.false_fail_rate)
+    false_fail_rate: Optional[float] = None
+    #: P(X >= failures) for X ~ Binomial(len(seeds), false_fail_rate)
+    binomial_p: Optional[float] = None
+    #: per pull name: {"n", "mean", "std", "mean_limit", "std_band", "ok"} over the seeds
+    pull_stats: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: how the ensemble was judged: significances, the rules, and why it failed ("reasons")
+    ensemble: dict[str, Any] = field(default_factory=dict)
 
     @property
     def verdict(self) -> str:
         if self.error:
             return "error"
+        if not self.checked:
+            return "ran"
         return "pass" if self.passed else "fail"
 
 

@@ -726,7 +726,6 @@ CONTRACT = CalibrationModule(
     config={
         "enf_sq": "F², scalar or per pixel (I-DATA-xST-0107; default: the sample's /upstream group)",
         "hg_max_pe": "highest signal of the high-gain fit, p.e.",
-        "lg_photostat_max_pe": "highest signal of the low-gain photostatistics fit, p.e.",
         "ratio_pe_range": "[low, high] signal range of the high/low gain ratio, p.e.",
     },
 )

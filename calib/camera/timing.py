@@ -162,7 +162,10 @@ def run(input: Path, output: Path, config: dict | None = None) -> Table:
     config = dict(config or {})
     data = read_waveform_data(Path(input))  # measured waveforms + readout only, no truth
     baseline = baseline_from_pedestal(data["pedestal"].waveforms)  # R1 baseline incl. NSB
-    ext = extract_run(data["flatfield"], data["camera"], config, baseline=baseline)
+    # the extraction takes its own keys; the offset keys are this module's
+    extraction_config = {k: v for k, v in config.items()
+                         if k not in ("clip_sigma", "max_offset", "std_cut")}
+    ext = extract_run(data["flatfield"], data["camera"], extraction_config, baseline=baseline)
     # the centroid's sub-sample phase bias is a per-pixel systematic: time the pulse maximum
     cam = data["camera"]
     peak_time = peak_time_at_maximum(ext["peak_time"], cam.pulse_template, cam.pulse_time_step,

@@ -178,7 +178,27 @@ def evidence_view(record: Any) -> Optional[dict[str, Any]]:
         "timestamp": record.timestamp or "", "duration": f"{record.duration_s:.2f} s",
         "when": (record.timestamp or "").replace("+00:00", " UTC").split("T"),
         "module": record.module, "module_version": record.module_version, "error": record.error or "",
+        **_ensemble_view(record),
     })
+
+
+def _ensemble_view(record: Any) -> dict[str, str]:
+    """Pass rate over seeds and pull statistics, as short texts ('' for a single-seed record)."""
+    seeds = list(getattr(record, "seeds", None) or [])
+    if len(seeds) < 2:
+        return {"pass_rate": "", "pulls": "", "ensemble": ""}
+    passed = sum(1 for s in getattr(record, "per_seed", None) or [] if s.get("verdict") == "pass")
+    rate, p = getattr(record, "false_fail_rate", None), getattr(record, "binomial_p", None)
+    pulls = []
+    for name, row in (getattr(record, "pull_stats", None) or {}).items():
+        if row.get("mean") is None:
+            continue
+        std = "" if row.get("std") is None else f", std {row['std']:.2f}"
+        flag = " (off)" if row.get("ok") is False else ""
+        pulls.append(f"pull {name}: mean {row['mean']:+.2f}{std}{flag}")
+    ensemble = f"seeds {seeds[0]}-{seeds[-1]}" + (f", designed false-fail rate {rate:.2g} per seed, binomial p {p:.2g}"
+                                                 if rate is not None and p is not None else "")
+    return {"pass_rate": f"{passed}/{len(seeds)} seeds pass", "pulls": "; ".join(pulls), "ensemble": ensemble}
 
 
 def _related(code: str, icd: str, ctx: Context) -> View:
