@@ -41,6 +41,7 @@ __all__ = [
     "provenance",
     "load_contract",
     "write_table",
+    "real_data_evidence",
 ]
 
 CODE_PATTERN = r"^(I-DATA-(COM|xST|ACTL)-\d{4}|PROV-DATA-(COM|xST|ACTL)-[A-Z0-9-]+)$"
@@ -162,6 +163,32 @@ def write_table(table, path: Path) -> None:
         table.write(path, path="data", serialize_meta=True, overwrite=True)
     else:
         table.write(path, overwrite=True)
+
+
+def real_data_available() -> bool:
+    """True when real CTA files have been fetched (``scripts/fetch-real-data.py``)."""
+    from calib.realdata.files import FILES, real_file
+
+    return any(real_file(name) is not None for name in FILES)
+
+
+def real_data_evidence(workdir: Path) -> list[dict[str, Any]]:
+    """The calibration modules run on the real CTA files fetched by ``scripts/fetch-real-data.py``
+    (sim_telarray, LST-1 R0 and calibration files; Hipparcos; GDAS/ERA5 and calibpipe profiles).
+    One dict per comparison: ``file``, ``sha256``, ``interfaces`` it backs, ``compared``,
+    ``passed`` (None: not fetched, or the ctapipe extra missing, with ``summary`` saying so),
+    ``metrics``, ``criteria``.  ``workdir`` takes the samples some comparisons write."""
+    from calib.realdata.evidence import all_evidence
+
+    return [{k: _plain_deep(v) for k, v in rec.items()} for rec in all_evidence(Path(workdir))]
+
+
+def _plain_deep(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _plain_deep(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain_deep(v) for v in value]
+    return _plain(value)
 
 
 def _plain(value: Any) -> Any:

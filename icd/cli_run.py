@@ -11,7 +11,8 @@ import typer
 
 from . import evidence as evidence_store
 from .registry import load
-from .runner import (DEFAULT_SEEDS, RunError, RunUsageError, jobs, run_all, run_file,
+from .runner import (DEFAULT_SEEDS, RunError, RunUsageError, jobs, real_data_fetched, real_data_records,
+                     run_all, run_file,
                      sample as write_samples, summary_counts)
 
 _REGISTRY_HELP = "Registry file (default: ./interfaces.yaml)."
@@ -93,6 +94,10 @@ def register(app: typer.Typer) -> None:
                                             f"module is judged [default: {DEFAULT_SEEDS}, or 1 with --seed]."),
         n_jobs: int = typer.Option(os.cpu_count() or 1, "--jobs", "-j", help="Processes running seeds "
                                    "in parallel.", show_default="number of CPUs"),
+        real_data: Optional[bool] = typer.Option(None, "--real-data/--no-real-data", help="With --all: also run "
+                                                 "the modules on the real CTA files (scripts/fetch-real-data.py) "
+                                                 "and record which file backs each interface.",
+                                                 show_default="when the files are fetched"),
         as_json: bool = typer.Option(False, "--json", help="Print the records as JSON."),
         registry: Optional[Path] = typer.Option(None, "--registry", "-r", help=_REGISTRY_HELP),
     ) -> None:
@@ -118,6 +123,7 @@ def register(app: typer.Typer) -> None:
           icd sample I-DATA-xST-0106 --out s/ && icd run I-DATA-xST-0106 -i s/ffactor/ffactor_sample.h5 -o gain.ecsv --check
         """
         loaded = _load_or_exit(_registry_path(ctx, registry))
+        real_entries: list[dict] = []
         ensemble = all_ or seeds is not None or (seed is not None and input is None and output is None)
         try:
             if seeds is not None and seeds < 1:
@@ -137,8 +143,12 @@ def register(app: typer.Typer) -> None:
                                         "with --config, not --all")
                 n_seeds = seeds if seeds is not None else (1 if seed is not None else DEFAULT_SEEDS)
                 cfg = _read_config(config)
+                if real_data and not all_:
+                    raise RunUsageError("--real-data goes with --all")
                 records = _run_all_with_progress(loaded, workdir, seed or 0, n_seeds, n_jobs,
                                                  None if all_ else [code], cfg)
+                if all_ and (real_data or (real_data is None and real_data_fetched())):
+                    real_entries = real_data_records(records, workdir)
             else:
                 if input is None or output is None:
                     raise RunUsageError("running one module needs --input FILE and --output FILE "
@@ -165,11 +175,16 @@ def register(app: typer.Typer) -> None:
                 seeds_col = f"\t{_seed_count(rec)}" if len(rec.seeds) > 1 else ""
                 typer.echo(f"{c}\t{rec.verdict.upper()}{seeds_col}\t{rec.duration_s:.2f} s\t{rec.module}\t"
                            f"{rec.summary}")
+            for e in real_entries:
+                verdict = {True: "AGREES", False: "DIFFERS", None: "NOT RUN"}[e.get("passed")]
+                typer.echo(f"{','.join(e.get('interfaces') or []) or '-'}\treal file {e.get('file')}\t{verdict}\t"
+                           f"{e.get('summary') or e.get('compared', '')}")
             counts = summary_counts(records)
             if recorded:
                 typer.echo(", ".join(f"{n} {k}" for k, n in sorted(counts.items())) +
                            f"; evidence written to {evidence}", err=True)
-        if any(r.verdict not in ("pass", "ran") for r in records.values()):
+        if any(r.verdict not in ("pass", "ran") for r in records.values()) or \
+                any(e.get("passed") is False for e in real_entries):
             raise typer.Exit(1)
 
 

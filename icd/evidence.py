@@ -45,6 +45,9 @@ class EvidenceRecord:
     pull_stats: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: how the ensemble was judged: significances, the rules, and why it failed ("reasons")
     ensemble: dict[str, Any] = field(default_factory=dict)
+    #: the real CTA files that back this interface (``icd run --all`` once they are fetched): per
+    #: comparison {"file", "sha256", "source", "compared", "passed", "metrics", "criteria", ...}
+    real_data: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def verdict(self) -> str:

@@ -414,6 +414,25 @@ def run_all(loaded: Loaded, workdir: Path, codes: Optional[Iterable[str]] = None
     return {code: records[code] for job in todo for code in job.codes}
 
 
+def real_data_records(records: dict[str, EvidenceRecord], workdir: Path) -> list[dict[str, Any]]:
+    """Run the calibration modules on the fetched real CTA files (``calib.contract.real_data_evidence``)
+    and attach to each record the comparisons that name its interface; returns every comparison.
+    A comparison that cannot run says why (``passed`` None), it is never counted as agreement."""
+    from calib.contract import real_data_evidence
+
+    entries = real_data_evidence(Path(workdir) / "real-data")
+    for code, rec in records.items():
+        rec.real_data = [e for e in entries if code in (e.get("interfaces") or [])]
+    return entries
+
+
+def real_data_fetched() -> bool:
+    """True when scripts/fetch-real-data.py has fetched at least one real file."""
+    from calib.contract import real_data_available
+
+    return real_data_available()
+
+
 def _mp_context():
     """fork where it is safe (POSIX, no other Python thread): the workers inherit the modules the
     registry check already imported; otherwise spawn (each worker imports them once)."""

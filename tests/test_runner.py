@@ -96,7 +96,7 @@ def test_cli_run_all_and_exit_code(registry, tmp_path, monkeypatch):
     from icd.cli import app
 
     monkeypatch.chdir(tmp_path)
-    result = CliRunner().invoke(app, ["run", "--all", "--registry", str(registry.path),
+    result = CliRunner().invoke(app, ["run", "--all", "--no-real-data", "--registry", str(registry.path),
                                       "--workdir", str(tmp_path / "w"), "--evidence", str(tmp_path / "e.json"), "--json"])
     assert result.exit_code == 1, result.output  # the broken module fails the run
     data = json.loads(result.stdout)
@@ -354,7 +354,7 @@ def test_cli_unknown_config_keys_are_refused_with_a_suggestion(toys, tmp_path):
 
 def test_cli_run_over_seeds_records_the_ensemble(toys, tmp_path):
     ev = tmp_path / "e.json"
-    result = _cli("run", "--all", "--seeds", "6", "--jobs", "1", "--registry", toys.path,
+    result = _cli("run", "--all", "--seeds", "6", "--jobs", "1", "--no-real-data", "--registry", toys.path,
                   "--workdir", tmp_path / "w", "--evidence", ev)
     assert result.exit_code == 1  # the module with too small errors fails
     rows = {line.split("\t")[0]: line.split("\t") for line in result.stdout.splitlines()}
@@ -427,3 +427,61 @@ def test_documents_show_the_pass_rate_and_pulls_over_seeds():
     assert record.summary.startswith("5/6 seeds pass (designed false-fail rate 0.01, binomial p 0.059); seed 0: ")
     single = _record(Job("m.toy", ["I-DATA-xST-0201"], []), results[:1], judge(results[:1]), "")
     assert evidence_view(single)["pass_rate"] == "" and single.metrics == {"x": 0}
+
+
+def test_cli_real_data_entries_are_attached_to_the_interfaces_they_name(toys, tmp_path, monkeypatch):
+    import calib.contract
+
+    entries = [
+        {"file": "a.simtel.zst", "sha256": "ab" * 32, "interfaces": ["I-DATA-xST-0201"], "passed": True,
+         "compared": "extracted vs true charge", "summary": "ratio 0.98"},
+        {"file": "b.ecsv", "sha256": "cd" * 32, "interfaces": ["I-DATA-xST-0202", "I-DATA-xST-0201"],
+         "passed": False, "compared": "profile vs reference", "summary": "off by 9 %"},
+        {"file": "c.fits", "interfaces": ["I-DATA-COM-9999"], "passed": None, "summary": "not fetched"},
+    ]
+    monkeypatch.setattr(calib.contract, "real_data_evidence", lambda workdir: [dict(e) for e in entries])
+    ev = tmp_path / "e.json"
+    result = _cli("run", "--all", "--seeds", "1", "--jobs", "1", "--real-data", "--registry", toys.path,
+                  "--workdir", tmp_path / "w", "--evidence", ev)
+    assert result.exit_code == 1  # b.ecsv differs: the run is not all good
+    lines = [ln for ln in result.stdout.splitlines() if "\treal file " in ln]
+    assert [ln.split("\t")[1:3] for ln in lines] == [["real file a.simtel.zst", "AGREES"],
+                                                     ["real file b.ecsv", "DIFFERS"], ["real file c.fits", "NOT RUN"]]
+    stored = json.loads(ev.read_text())["results"]
+    assert [e["file"] for e in stored["I-DATA-xST-0201"]["real_data"]] == ["a.simtel.zst", "b.ecsv"]
+    assert [e["file"] for e in stored["I-DATA-xST-0202"]["real_data"]] == ["b.ecsv"]
+    from icd.publish.views import evidence_view
+
+    view = evidence_view(evidence.load(ev)["I-DATA-xST-0201"])
+    assert [(r["file"], r["verdict"], r["sha"]) for r in view["real_data"]] == [
+        ("a.simtel.zst", "agrees", "ab" * 6), ("b.ecsv", "differs", "cd" * 6)]
+    refused = _cli("run", "I-DATA-xST-0201", "--seeds", "2", "--real-data", "--registry", toys.path)
+    assert refused.exit_code == 2 and "--real-data goes with --all" in refused.stderr
+
+
+def test_the_fetched_real_files_back_the_interfaces(tmp_path):
+    """The real CTA files (scripts/fetch-real-data.py) run through the modules and agree; each
+    comparison names its file and sha256.  Skipped on a machine without them, required in CI."""
+    import os
+
+    from icd.runner import real_data_fetched, real_data_records
+
+    if not real_data_fetched():
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail("CI=true but the real CTA files are not fetched: run scripts/fetch-real-data.py")
+        pytest.skip("real CTA files not fetched (python scripts/fetch-real-data.py)")
+    codes = ["I-DATA-xST-0101", "I-DATA-xST-0103", "I-DATA-xST-0106", "I-DATA-xST-0110", "I-DATA-xST-1001",
+             "I-DATA-xST-1002", "I-DATA-COM-3011", "I-DATA-COM-3001"]
+    records = {c: evidence.EvidenceRecord(code=c, module="m", passed=True) for c in codes}
+    entries = real_data_records(records, tmp_path)
+    assert entries and all(e["passed"] is True for e in entries), [
+        (e.get("file"), e.get("summary")) for e in entries if e.get("passed") is not True]
+    for code, rec in records.items():
+        assert rec.real_data, f"no real file backs {code}"
+        for e in rec.real_data:
+            assert len(e["sha256"]) == 64 and e["sha256_matches_pin"] is True and e["compared"]
+    files = {c: {e["file"] for e in rec.real_data} for c, rec in records.items()}
+    assert {"history_meta_75.simtel.zst", "LST-1.1.Run02008.0000_first50.fits.fz"} <= files["I-DATA-xST-0101"]
+    assert "calibration.Run2462.0000.hdf5" in files["I-DATA-xST-0106"] & files["I-DATA-xST-0110"]
+    assert "hipparcos_star_catalog.fits.gz" in files["I-DATA-xST-1002"]
+    assert "meteo_data_gdas.ecsv" in files["I-DATA-COM-3001"]

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from calib.contract import Evidence
+from calib.contract import CalibrationError, Evidence
 from calib.realdata.files import file_record
 
 __all__ = ["simtel_extraction", "simtel_pedestal", "lst_r0_extraction", "lst_calibration_product"]
@@ -338,4 +338,24 @@ def camera_evidence() -> list[dict]:
                         "summary": "not fetched (python scripts/fetch-real-data.py)"})
             continue
         out.append(func(path, **kw)[1])
+    return out
+
+
+def all_evidence(directory) -> list[dict]:
+    """Every real-file comparison: camera (this module), sky (Hipparcos) and atmosphere
+    (GDAS/ERA5, calibpipe's profiles); ``directory`` takes the samples the sky and LIDAR
+    checks write.  Each dict names its file, sha256, the interfaces it backs, what was compared
+    and ``passed`` (None with the reason when a file is not fetched or ctapipe is missing)."""
+    from calib.realdata.atmosphere import atmosphere_evidence
+    from calib.realdata.sky import sky_evidence
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    out: list[dict] = []
+    for name, func in (("camera", camera_evidence), ("sky", lambda: sky_evidence(directory / "sky")),
+                       ("atmosphere", lambda: atmosphere_evidence(directory / "atmosphere"))):
+        try:
+            out.extend(func())
+        except CalibrationError as exc:  # ctapipe or a reader missing: say so, do not guess
+            out.append({"file": f"({name} files)", "passed": None, "interfaces": [], "summary": str(exc)})
     return out

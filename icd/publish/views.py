@@ -178,8 +178,19 @@ def evidence_view(record: Any) -> Optional[dict[str, Any]]:
         "timestamp": record.timestamp or "", "duration": f"{record.duration_s:.2f} s",
         "when": (record.timestamp or "").replace("+00:00", " UTC").split("T"),
         "module": record.module, "module_version": record.module_version, "error": record.error or "",
-        **_ensemble_view(record),
+        **_ensemble_view(record), "real_data": _real_data_view(record),
     })
+
+
+def _real_data_view(record: Any) -> list[View]:
+    """The real CTA files behind this interface: file, sha256 (short), what was compared, verdict."""
+    out = []
+    for e in getattr(record, "real_data", None) or []:
+        verdict = {True: "agrees", False: "differs", None: "not run"}[e.get("passed")]
+        out.append(View(file=str(e.get("file", "")), sha=str(e.get("sha256") or "")[:12],
+                        source=str(e.get("source") or ""), compared=str(e.get("compared") or ""),
+                        verdict=verdict, summary=str(e.get("summary") or "")))
+    return out
 
 
 def _ensemble_view(record: Any) -> dict[str, str]:
