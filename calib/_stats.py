@@ -47,3 +47,13 @@ def pull_rms_bounds(n: int, p: float = 1e-4) -> tuple[float, float]:
     if n < 1:
         raise ValueError("pull_rms_bounds needs at least one pull")
     return (float(np.sqrt(chi2.ppf(p, n) / n)), float(np.sqrt(chi2.isf(p, n) / n)))
+
+
+def device_pulls(pull, name: str) -> dict[str, float]:
+    """Seed-level pulls of per-device pulls ``pull`` (N(0, 1) each if the errors are right):
+    their mean times sqrt(n), their chi-square as a z score, and the first device's pull."""
+    pull = np.asarray(pull, float)
+    n = pull.size
+    return {f"{name}_mean_z": float(np.mean(pull) * np.sqrt(n)),
+            f"{name}_chi2_z": float((np.sum(pull**2) - n) / np.sqrt(2 * n)),
+            f"{name}_first_device": float(pull[0])}

@@ -636,6 +636,28 @@ def upstream_enf_criterion(f2_used: float, input: Path, f2_true: float, metrics:
     return bool(not np.isfinite(err) or abs(f2_used - f2_true) < 4 * err)
 
 
+#: configuration keys of the chain (and of I-DATA-xST-0112, which runs it)
+CHAIN_CONFIG = {
+    "width": "integration window, samples (default 7)",
+    "shift": "window start before the peak, samples (default 3)",
+    "phases": "sub-sample phases of the integration correction (default 1024)",
+    "enf_sq": "F², scalar or per pixel (I-DATA-xST-0107; default: the sample's /upstream group)",
+    "b_term": "B term of the F-factor formula (default 0)",
+    "min_events": "fewest events per run (default 100)",
+    "clip_sigma": "sigma-clipping threshold (default 4)",
+    "clip_iterations": "sigma-clipping iterations (default 5)",
+    "flatfield_median_range": "[low, high] allowed relative flat-field median (default [-0.3, 0.3])",
+    "flatfield_std_range": "[low, high] allowed flat-field spread, in sigma (default [-5, 5])",
+    "pedestal_outlier_k": "pedestal outlier threshold, in robust sigma (default 5)",
+    "time_max_offset": "largest time offset before a pixel is flagged, ns (default 5)",
+    "time_std_cut": "time-spread outlier threshold, in sigma (default 5)",
+    "npe_cut_sigma": "photo-electron outlier threshold of the F-factor, in sigma (default 5)",
+    "qe_dispersion": "pixel-to-pixel dispersion of the quantum efficiency (default 0.07)",
+    "max_faulty_fraction": "largest fraction of excluded pixels of a valid calibration (default 0.1)",
+    "validity_start": "start of validity written in the table (default unknown)",
+    "validity_end": "end of validity written in the table (default unknown)",
+}
+
 CONTRACT = CalibrationModule(
     codes=("I-DATA-xST-0106", "I-DATA-xST-0110", "I-DATA-xST-0111", "I-DATA-xST-0112"),
     title="Camera calibration chain: pedestal + flat-field + timing + F-factor + excluded pixels",
@@ -655,24 +677,5 @@ CONTRACT = CalibrationModule(
     references=("cta-lstchain 0.12 LSTCalibrationCalculator", "ctapipe monitoring tables"),
     tests=("calib/camera/tests/test_chain.py", "calib/camera/tests/test_shared_helpers.py"),
     version=VERSION,
-    config={
-        "width": "integration window, samples (default 7)",
-        "shift": "window start before the peak, samples (default 3)",
-        "phases": "sub-sample phases of the integration correction (default 1024)",
-        "enf_sq": "F², scalar or per pixel (I-DATA-xST-0107; default: the sample's /upstream group)",
-        "b_term": "B term of the F-factor formula (default 0)",
-        "min_events": "fewest events per run (default 100)",
-        "clip_sigma": "sigma-clipping threshold (default 4)",
-        "clip_iterations": "sigma-clipping iterations (default 5)",
-        "flatfield_median_range": "[low, high] allowed relative flat-field median (default [-0.3, 0.3])",
-        "flatfield_std_range": "[low, high] allowed flat-field spread, in sigma (default [-5, 5])",
-        "pedestal_outlier_k": "pedestal outlier threshold, in robust sigma (default 5)",
-        "time_max_offset": "largest time offset before a pixel is flagged, ns (default 5)",
-        "time_std_cut": "time-spread outlier threshold, in sigma (default 5)",
-        "npe_cut_sigma": "photo-electron outlier threshold of the F-factor, in sigma (default 5)",
-        "qe_dispersion": "pixel-to-pixel dispersion of the quantum efficiency (default 0.07)",
-        "max_faulty_fraction": "largest fraction of excluded pixels of a valid calibration (default 0.1)",
-        "validity_start": "start of validity written in the table (default unknown)",
-        "validity_end": "end of validity written in the table (default unknown)",
-    },
+    config=CHAIN_CONFIG,
 )

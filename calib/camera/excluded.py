@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 from astropy.table import Table
 
+from calib.camera.chain import CHAIN_CONFIG
 from calib.contract import CalibrationError, CalibrationModule, Evidence, Port, provenance, write_table
 
 __all__ = ["ExclusionReason", "exclusion_bits", "excluded_pixels_table", "CONTRACT"]
@@ -207,24 +208,5 @@ CONTRACT = CalibrationModule(
     ),
     tests=("calib/camera/tests/test_excluded.py",),
     version=VERSION,
-    config={
-        "width": "integration window, samples (default 7)",
-        "shift": "window start before the peak, samples (default 3)",
-        "phases": "sub-sample phases of the integration correction (default 32)",
-        "enf_sq": "F², scalar or per pixel (I-DATA-xST-0107; default: the sample's /upstream group)",
-        "b_term": "B term of the F-factor formula (default 0)",
-        "min_events": "fewest events per run (default 100)",
-        "clip_sigma": "sigma-clipping threshold (default 4)",
-        "clip_iterations": "sigma-clipping iterations (default 5)",
-        "flatfield_median_range": "[low, high] allowed relative flat-field median (default [-0.3, 0.3])",
-        "flatfield_std_range": "[low, high] allowed flat-field spread, in sigma (default [-5, 5])",
-        "pedestal_outlier_k": "pedestal outlier threshold, in robust sigma (default 5)",
-        "time_max_offset": "largest time offset before a pixel is flagged, ns (default 5)",
-        "time_std_cut": "time-spread outlier threshold, in sigma (default 5)",
-        "npe_cut_sigma": "photo-electron outlier threshold of the F-factor, in sigma (default 5)",
-        "qe_dispersion": "pixel-to-pixel dispersion of the quantum efficiency (default 0.07)",
-        "max_faulty_fraction": "largest fraction of excluded pixels of a valid calibration (default 0.1)",
-        "validity_start": "start of validity written in the table (default unknown)",
-        "validity_end": "end of validity written in the table (default unknown)",
-    },
+    config=CHAIN_CONFIG,  # the chain's keys: this module runs it
 )

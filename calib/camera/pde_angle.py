@@ -32,7 +32,7 @@ import numpy as np
 from astropy.table import Table
 
 from calib.camera.pde_wavelength import SmoothCurve
-from calib._stats import pull_rms_bounds
+from calib._stats import device_pulls, pull_rms_bounds
 from calib.contract import CalibrationError, CalibrationModule, Evidence, Port, provenance, write_table
 
 __all__ = [
@@ -195,9 +195,7 @@ def check(result: Table, input: Path) -> Evidence:
     passed = (m["max_abs_pull_dish_efficiency"] < 4 and m["fraction_curve_points_within_3sigma"] >= 0.9
               and lo < m["rms_pull_dish_efficiency"] < hi)
     n = len(pull)
-    pulls = {"dish_efficiency_mean_z": float(np.mean(pull) * np.sqrt(n)),
-             "dish_efficiency_chi2_z": float((np.sum(pull**2) - n) / np.sqrt(2 * n)),
-             "dish_efficiency_first_device": float(pull[0])}
+    pulls = device_pulls(pull, "dish_efficiency")
     # designed false-fail rate: 6.3e-5 per device (|pull| < 4) + 2e-4 (chi-square band); the
     # curve-point fraction fails only for a bias (expected fraction 0.997)
     return Evidence(passed=bool(passed), metrics=m, criteria=crit, pulls=pulls,

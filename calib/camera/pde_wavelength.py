@@ -32,7 +32,7 @@ import astropy.units as u
 import numpy as np
 from astropy.table import Table
 
-from calib._stats import pull_rms_bounds
+from calib._stats import device_pulls, pull_rms_bounds
 from calib.contract import CalibrationError, CalibrationModule, Evidence, Port, provenance, write_table
 
 __all__ = [
@@ -334,9 +334,7 @@ def check(result: Table, input: Path) -> Evidence:
     passed = (m["max_abs_pull_cherenkov_pde"] < 4 and m["fraction_curve_points_within_3sigma"] >= 0.9
               and lo < m["rms_pull_cherenkov_pde"] < hi)
     n = len(pull)
-    pulls = {"cherenkov_pde_mean_z": float(np.mean(pull) * np.sqrt(n)),
-             "cherenkov_pde_chi2_z": float((np.sum(pull**2) - n) / np.sqrt(2 * n)),
-             "cherenkov_pde_first_device": float(pull[0])}
+    pulls = device_pulls(pull, "cherenkov_pde")
     # designed false-fail rate: 6.3e-5 per device (|pull| < 4) + 2e-4 (chi-square band); the
     # curve-point fraction fails only for a bias
     return Evidence(passed=bool(passed), metrics=m, criteria=crit, pulls=pulls,

@@ -139,6 +139,8 @@ def cache_dir() -> Path:
 
 
 def sha256(path: Path, chunk: int = 1 << 20) -> str:
+    """Streamed SHA-256 (like calib.contract.file_sha256; this file imports nothing of calib,
+    so that scripts/fetch-real-data.py can load it without the package installed)."""
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         while block := fh.read(chunk):
