@@ -14,7 +14,7 @@ from typing import Iterable, Optional
 from ..registry import load
 from .client import Client, RedmineError
 from .config import RedmineConfig
-from .sync import Report, SyncError
+from .sync import Report, SyncError, require_valid
 
 _STAMP = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}(:\d{2})? UTC")
 
@@ -25,11 +25,7 @@ def page_title(cfg: RedmineConfig, icd_name: str) -> str:
 
 def render_pages(path: Path, cfg: RedmineConfig, names: Optional[Iterable[str]] = None) -> dict[str, str]:
     """ICD name -> Markdown text."""
-    loaded = load(path, check_modules=False)
-    if loaded.diagnostics:
-        d = loaded.diagnostics[0]
-        raise SyncError(f"the registry has {len(loaded.diagnostics)} problem(s); fix them first "
-                        f"(icd validate). First: {d.file}:{d.line}: {d.message}")
+    loaded = require_valid(load(path, check_modules=False))
     from ..publish import build_context, icd_names, render_doc
     from .. import evidence as evidence_store
 

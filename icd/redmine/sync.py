@@ -162,6 +162,16 @@ def remote_relations(issue: dict) -> list[tuple[str, int, Optional[int], int]]:
 
 
 # -- the sync session ------------------------------------------------------------------------
+def require_valid(loaded: Loaded) -> Loaded:
+    """``loaded`` if the registry has no problem; else SyncError naming the count and the first
+    (file:line): a sync never writes into a registry it cannot fully read."""
+    if loaded.diagnostics:
+        d = loaded.diagnostics[0]
+        raise SyncError(f"the registry has {len(loaded.diagnostics)} problem(s); fix them first "
+                        f"(icd validate). First: {d.file}:{d.line}: {d.message}")
+    return loaded
+
+
 class Sync:
     BY_ID_MAX = BATCH   # incremental pull: up to this many unchanged tasks are read by id for their relations
 
@@ -169,11 +179,7 @@ class Sync:
         self.path = Path(path)
         self.cfg = cfg
         self.client = client
-        self.loaded = loaded or load(self.path, check_modules=False)
-        if self.loaded.diagnostics:
-            first = self.loaded.diagnostics[0]
-            raise SyncError(f"the registry has {len(self.loaded.diagnostics)} problem(s); fix them first "
-                            f"(icd validate). First: {first.file}:{first.line}: {first.message}")
+        self.loaded = require_valid(loaded or load(self.path, check_modules=False))
         self.doc = YamlDoc.read(self.path)
         self.doc.relocator = self._relocator
         self.doc.owned = _sync_owned
@@ -959,11 +965,7 @@ def scaffold(path: Path, codes: Iterable[str], stages: Optional[Iterable[str]] =
     from ..model import STAGE_TITLES, STAGES
 
     path = Path(path)
-    loaded = load(path, check_modules=False)
-    if loaded.diagnostics:
-        d = loaded.diagnostics[0]
-        raise SyncError(f"the registry has {len(loaded.diagnostics)} problem(s); fix them first "
-                        f"(icd validate). First: {d.file}:{d.line}: {d.message}")
+    loaded = require_valid(load(path, check_modules=False))
     wanted = list(stages) if stages else list(STAGES)
     for s in wanted:
         if s not in STAGES:
@@ -1000,11 +1002,7 @@ def forget(path: Path, target: str) -> Report:
     ``CODE#stage`` (the interface's only task of that stage; ``CODE#parent`` for its parent).
     Other tasks' parent and relations that named it are cleared."""
     path = Path(path)
-    loaded = load(path, check_modules=False)
-    if loaded.diagnostics:
-        d = loaded.diagnostics[0]
-        raise SyncError(f"the registry has {len(loaded.diagnostics)} problem(s); fix them first "
-                        f"(icd validate). First: {d.file}:{d.line}: {d.message}")
+    loaded = require_valid(load(path, check_modules=False))
     entries = [Entry(iface, task, ("interfaces", i, "tasks", k))
                for i, iface in enumerate(loaded.registry.interfaces) for k, task in enumerate(iface.tasks)]
     text = target.strip().lstrip("#")
