@@ -6,7 +6,6 @@ they are absent, and fail with ``CI=true``.
 """
 from __future__ import annotations
 
-import os
 
 import astropy.units as u
 import numpy as np
@@ -15,15 +14,7 @@ import pytest
 from calib.contract import CalibrationError
 from calib.realdata.files import real_file
 
-CI = os.environ.get("CI", "").lower() == "true"
-
-
-def _need(name: str):
-    path = real_file(name)
-    if path is None:
-        msg = f"{name} not fetched (python scripts/fetch-real-data.py)"
-        pytest.fail(msg) if CI else pytest.skip(msg)
-    return path
+from calib.realdata.tests import need_file as _need
 
 
 def test_geometric_altitude():

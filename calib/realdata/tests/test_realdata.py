@@ -6,8 +6,6 @@ developer machine without them the tests skip; with ``CI=true`` their absence is
 """
 from __future__ import annotations
 
-import importlib.util
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -19,20 +17,12 @@ from calib.contract import CalibrationError
 from calib.realdata import is_real_file, require_ctapipe
 from calib.realdata.files import FILES, file_record, real_file
 
-CI = os.environ.get("CI", "").lower() == "true"
-HAVE_CTAPIPE = all(importlib.util.find_spec(m) is not None for m in ("ctapipe", "ctapipe_io_lst"))
+from calib.realdata.tests import absent, need_file
 
 
 def _need(name: str) -> Path:
     """The fetched file ``name`` with ctapipe installed; skip (fail in CI) otherwise."""
-    if not HAVE_CTAPIPE:
-        msg = "ctapipe extra not installed (pip install -e '.[ctapipe]')"
-        pytest.fail(msg) if CI else pytest.skip(msg)
-    path = real_file(name)
-    if path is None:
-        msg = f"{name} not fetched (python scripts/fetch-real-data.py)"
-        pytest.fail(msg) if CI else pytest.skip(msg)
-    return path
+    return need_file(name, ctapipe=True)
 
 
 # ------------------------------------------------------------------ without ctapipe or files
@@ -68,7 +58,7 @@ def test_fetch_script_lists_every_pinned_file():
 def test_fetched_files_match_their_pins(name):
     path = real_file(name)
     if path is None:
-        pytest.fail(f"{name} not fetched") if CI else pytest.skip(f"{name} not fetched")
+        absent(f"{name} not fetched")
     rec = file_record(path)
     assert rec["sha256"] == FILES[name].sha256 and rec["sha256_matches_pin"]
 
