@@ -263,14 +263,12 @@ def show(
       icd show I-DATA-COM-3201 --today 2026-12-01
     """
     loaded = load_valid(ctx, registry)
-    index = loaded.index
-    iface = index.by_code.get(code) or {c.lower(): i for c, i in index.by_code.items()}.get(code.lower())
-    if iface is None:
-        import difflib
+    from .runner import RunUsageError, resolve_code
 
-        match = difflib.get_close_matches(code, list(index.by_code), n=1, cutoff=0.6)
-        hint = f" (did you mean {match[0]}?)" if match else ""
-        fail(f"no interface {code} in {loaded.path}{hint}; `icd list` shows the codes")
+    try:
+        iface = loaded.index.by_code[resolve_code(loaded, code)]
+    except RunUsageError as exc:
+        fail(str(exc))
     from .publish.views import build_context, interface_view
 
     context = build_context(loaded.registry, evidence=load_evidence(evidence), redmine_url=redmine_url,

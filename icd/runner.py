@@ -203,10 +203,11 @@ def _seed_task(module: str, folder: str, seed: int, config: Optional[dict] = Non
 # -- judging an ensemble of seeds ------------------------------------------------------------------
 def binomial_tail(failures: int, n: int, rate: float) -> float:
     """P(X >= failures) for X ~ Binomial(n, rate): how likely that many failures are from a correct module."""
+    from scipy import stats
+
     if failures <= 0:
         return 1.0
-    rate = min(max(float(rate), 0.0), 1.0)
-    return float(sum(math.comb(n, j) * rate ** j * (1.0 - rate) ** (n - j) for j in range(failures, n + 1)))
+    return float(stats.binom.sf(failures - 1, n, min(max(float(rate), 0.0), 1.0)))
 
 
 def pull_statistics(pulls: dict[str, list[float]], alpha: float = PULL_ALPHA,
