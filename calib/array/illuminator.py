@@ -21,7 +21,6 @@ extinction error is propagated as a distance-dependent systematic
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import astropy.units as u

@@ -134,7 +134,6 @@ def fit_coma(measurements: Table) -> Table:
     if np.ptp(theta) < 0.3 * max(theta.max(), 1e-9) or np.unique(np.round(theta, 3)).size < 3:
         raise CalibrationError("the star images do not span a range of off-axis angles (need at least 3 "
                                "distinct angles from near the axis to the edge); coma cannot be measured")
-    flux = np.asarray(m["flux"])
     m_rr, m_tt = np.asarray(m["m_rr"].value), np.asarray(m["m_tt"].value)
     dr, m_rrr = np.asarray(m["dr"].value), np.asarray(m["m_rrr"].value)
     what = f"coma from {n} star images"
