@@ -180,15 +180,7 @@ def real_data_evidence(workdir: Path) -> list[dict[str, Any]]:
     ``metrics``, ``criteria``.  ``workdir`` takes the samples some comparisons write."""
     from calib.realdata.evidence import all_evidence
 
-    return [{k: _plain_deep(v) for k, v in rec.items()} for rec in all_evidence(Path(workdir))]
-
-
-def _plain_deep(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _plain_deep(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain_deep(v) for v in value]
-    return _plain(value)
+    return [_plain(rec) for rec in all_evidence(Path(workdir))]
 
 
 def _plain(value: Any) -> Any:
@@ -202,6 +194,8 @@ def _plain(value: Any) -> Any:
             pass
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
     return value
 
 

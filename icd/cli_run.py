@@ -189,8 +189,7 @@ def register(app: typer.Typer) -> None:
 
 
 def _seed_count(rec) -> str:
-    passed = sum(1 for s in rec.per_seed if s.get("verdict") == "pass")
-    return f"{passed}/{len(rec.seeds)} seeds"
+    return f"{rec.seeds_passed}/{len(rec.seeds)} seeds"
 
 
 def _read_config(path: Optional[Path]) -> dict:

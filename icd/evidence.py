@@ -50,6 +50,11 @@ class EvidenceRecord:
     real_data: list[dict[str, Any]] = field(default_factory=list)
 
     @property
+    def seeds_passed(self) -> int:
+        """How many of ``seeds`` passed their check."""
+        return sum(1 for s in self.per_seed if s.get("verdict") == "pass")
+
+    @property
     def verdict(self) -> str:
         if self.error:
             return "error"

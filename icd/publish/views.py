@@ -198,7 +198,7 @@ def _ensemble_view(record: Any) -> dict[str, str]:
     seeds = list(getattr(record, "seeds", None) or [])
     if len(seeds) < 2:
         return {"pass_rate": "", "pulls": "", "ensemble": ""}
-    passed = sum(1 for s in getattr(record, "per_seed", None) or [] if s.get("verdict") == "pass")
+    passed = record.seeds_passed
     rate, p = getattr(record, "false_fail_rate", None), getattr(record, "binomial_p", None)
     pulls = []
     for name, row in (getattr(record, "pull_stats", None) or {}).items():
