@@ -116,6 +116,8 @@ def register(app: typer.Typer) -> None:
 
           icd run --all --seeds 40 --jobs 2
 
+          icd run --all --real-data   (after scripts/fetch-real-data.py)
+
           icd run --all --seed 3
 
           icd run I-DATA-xST-0106 --seeds 10

@@ -164,6 +164,8 @@ def push(ctx: typer.Context, registry: RegistryOpt = None, config: ConfigOpt = N
       icd redmine push --prefer local
 
       icd redmine push --new-server --url http://127.0.0.1:3000
+
+      icd redmine push --recreate-deleted
     """
     path = _registry(ctx, registry)
 
